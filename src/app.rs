@@ -1,0 +1,344 @@
+//! Wires every module into a running instance and owns its tasks.
+//!
+//! `main` and the integration tests drive the same API: bind listeners,
+//! [`start`], then wait on [`Running`]. Each request loads the config
+//! snapshot once and keeps it for its whole life, so a held poll finishes
+//! under the config it started with while new requests see a reload at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::broker::Broker;
+use crate::config::reload::{self, ReloadStats};
+use crate::config::{Config, ConfigErrors};
+use crate::defaults;
+use crate::http::{self as h, Body, Fault, HttpError};
+use crate::metrics::Metrics;
+use crate::poll::{self, PollContext};
+use crate::proxy::{self, Clients, Peer};
+use crate::routes::{NoRoute, RouteAction};
+use crate::server::{self, ConnSettings};
+use crate::webhook::{self, WebhookContext};
+
+/// The two bound sockets. Bound by the caller, so tests use port 0 and
+/// `main` reports a bind error before anything starts.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub webhook: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of `config`.
+    ///
+    /// # Errors
+    /// The address and the OS error of the first bind that fails.
+    pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { addr, source })
+        };
+        Ok(Listeners {
+            public: bind(config.listen).await?,
+            webhook: bind(config.webhook.listen).await?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Optional wiring for `start`.
+#[derive(Default)]
+pub struct Options {
+    /// Watched for hot reload when set.
+    pub config_path: Option<PathBuf>,
+    /// Notified by SIGHUP (see `shutdown::watch_signals`).
+    pub reload: Option<Arc<Notify>>,
+}
+
+/// What one request works with: the config and the clients built from it.
+struct Active {
+    config: Config,
+    clients: Clients,
+}
+
+struct Shared {
+    active: ArcSwap<Active>,
+    broker: Broker,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+/// A started instance.
+pub struct Running {
+    pub public_addr: SocketAddr,
+    pub webhook_addr: SocketAddr,
+    /// Cancel to stop (what SIGTERM does).
+    pub shutdown: CancellationToken,
+    pub metrics: Metrics,
+    /// Reload outcomes, for tests and metrics.
+    pub reloads: watch::Receiver<ReloadStats>,
+    join: JoinHandle<()>,
+}
+
+impl Running {
+    /// Resolves when the instance has stopped and drained.
+    ///
+    /// # Errors
+    /// When the supervisor task panicked (a bug).
+    pub async fn wait(self) -> Result<(), tokio::task::JoinError> {
+        self.join.await
+    }
+}
+
+/// Starts serving on `listeners` with `config`.
+///
+/// # Errors
+/// When a listener's local address cannot be read.
+pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io::Result<Running> {
+    let public_addr = listeners.public.local_addr()?;
+    let webhook_addr = listeners.webhook.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let metrics = Metrics::default();
+    let settings = ConnSettings {
+        header_timeout: config.server.header_timeout,
+    };
+    let clients = build_clients(&config, None);
+    let shared = Arc::new(Shared {
+        broker: Broker::new(&config.broker),
+        active: ArcSwap::from_pointee(Active { config, clients }),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let (reload_tx, reloads) = watch::channel(ReloadStats::default());
+
+    if let Some(path) = options.config_path {
+        let shared = shared.clone();
+        let sighup = options.reload.unwrap_or_default();
+        tokio::spawn(reload::run(
+            path,
+            defaults::RELOAD_DEBOUNCE,
+            sighup,
+            shutdown.clone(),
+            move |result| apply_reload(&shared, &reload_tx, result),
+        ));
+    }
+    tokio::spawn(sweep(shared.clone()));
+
+    let join = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        let public = {
+            let shared = shared.clone();
+            move |req, peer| {
+                let shared = shared.clone();
+                async move { public_request(&shared, req, peer).await }
+            }
+        };
+        let hook = {
+            let shared = shared.clone();
+            move |req, _peer| {
+                let shared = shared.clone();
+                async move { webhook_request(&shared, req).await }
+            }
+        };
+        let token = shared.shutdown.clone();
+        tokio::join!(
+            server::run(listeners.public, settings, public, token.clone(), &graceful),
+            server::run(listeners.webhook, settings, hook, token.clone(), &graceful),
+        );
+        // The drain deadline in force at shutdown (it may have been reloaded).
+        let drain = shared.active.load().config.shutdown.drain_timeout;
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(after = %humantime::format_duration(drain), "drain deadline passed; closing remaining connections");
+        }
+        info!("stopped");
+    });
+
+    Ok(Running {
+        public_addr,
+        webhook_addr,
+        shutdown,
+        metrics,
+        reloads,
+        join,
+    })
+}
+
+fn build_clients(config: &Config, previous: Option<&Clients>) -> Clients {
+    let upstreams = config.routes.iter().filter_map(|r| match &r.action {
+        RouteAction::Proxy { upstream, .. } => Some(upstream),
+        RouteAction::Poll(_) => None,
+    });
+    Clients::build(upstreams, previous, defaults::UPSTREAM_POOL_IDLE)
+}
+
+fn apply_reload(
+    shared: &Shared,
+    stats: &watch::Sender<ReloadStats>,
+    result: Result<Config, ConfigErrors>,
+) {
+    match result {
+        Ok(config) => {
+            let old = shared.active.load();
+            for key in config.restart_only_changes(&old.config) {
+                warn!(
+                    key,
+                    "config change needs a restart to apply; running with the old value"
+                );
+            }
+            let clients = build_clients(&config, Some(&old.clients));
+            shared.active.store(Arc::new(Active { config, clients }));
+            stats.send_modify(|s| {
+                s.generation += 1;
+                s.ok += 1;
+            });
+            info!("config reloaded");
+        }
+        Err(errors) => {
+            stats.send_modify(|s| s.failed += 1);
+            error!(errors = %errors, "config rejected; the running config stays in force");
+        }
+    }
+}
+
+/// Trims expired history and frees idle channels until shutdown.
+async fn sweep(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(defaults::SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => shared.broker.sweep(shared.active.load().config.buffer),
+        }
+    }
+}
+
+/// Errors of the public router itself.
+#[derive(Debug, thiserror::Error)]
+enum RouteError {
+    #[error("no route for this path")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    Method,
+}
+
+impl HttpError for RouteError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RouteError::NotFound => StatusCode::NOT_FOUND,
+            RouteError::Method => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn fault(&self) -> Fault {
+        match self {
+            RouteError::NotFound | RouteError::Method => Fault::Client,
+        }
+    }
+}
+
+async fn public_request(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let started = tokio::time::Instant::now();
+    let active = shared.active.load_full();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let host = request_host(&req);
+    let (resp, route, upstream) = match active.config.routes.find(&method, host.as_deref(), &path) {
+        Err(NoRoute::NotFound) => (h::error_response(&RouteError::NotFound), None, None),
+        Err(NoRoute::MethodNotAllowed(allowed)) => {
+            let mut resp = h::error_response(&RouteError::Method);
+            let list: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            (resp, None, None)
+        }
+        Ok(route) => match &route.action {
+            RouteAction::Proxy { upstream, timeout } => {
+                let peer = Peer {
+                    addr: peer,
+                    proto: "http",
+                };
+                let resp = proxy::forward(req, &active.clients, upstream, *timeout, peer)
+                    .await
+                    .unwrap_or_else(|e| h::error_response(&e));
+                (resp, Some(route.name()), Some(upstream.name.as_str()))
+            }
+            RouteAction::Poll(poll_route) => {
+                let cx = PollContext {
+                    broker: &shared.broker,
+                    poll: active.config.poll,
+                    buffer: active.config.buffer,
+                    metrics: &shared.metrics,
+                    shutdown: &shared.shutdown,
+                };
+                let rest = path.get(route.prefix.len()..).unwrap_or_default();
+                let resp = poll::handle(req, poll_route, rest, cx).await;
+                (resp, Some(route.name()), None)
+            }
+        },
+    };
+    info!(
+        target: "pollgate::access",
+        method = %method,
+        path = %path,
+        peer = %peer,
+        route = route.as_deref().unwrap_or("-"),
+        upstream = upstream.unwrap_or("-"),
+        status = resp.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    resp
+}
+
+async fn webhook_request(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let active = shared.active.load_full();
+    let cx = WebhookContext {
+        broker: &shared.broker,
+        config: &active.config,
+        metrics: &shared.metrics,
+    };
+    webhook::handle(req, cx).await
+}
+
+/// The host the client addressed, without port: the Host header, or the
+/// HTTP/2 `:authority`.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))?;
+    let host = match raw.parse::<http::uri::Authority>() {
+        Ok(a) => a.host().to_owned(),
+        Err(_) => raw,
+    };
+    Some(host)
+}

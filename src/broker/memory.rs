@@ -1,0 +1,221 @@
+//! The in-process broker: channel buffers plus wakeups.
+//!
+//! Channels live in a sharded map so a publish to one channel never waits on
+//! another shard. Each channel has a `watch` whose value is its head: a
+//! publish bumps it, which wakes every receiver (the held polls) in O(N)
+//! without holding any lock while they run. A woken poll re-reads the buffer
+//! by its cursor; the wakeup itself carries nothing, so nothing can be lost
+//! to a lagging or missed notification.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::buffer::{ChannelBuffer, Cursor, Read};
+use super::message::{ChannelName, Prepared, Timestamp};
+use super::{ChannelInfo, Published};
+use crate::config::BufferConfig;
+
+const SHARDS: usize = 64;
+
+type Shard = Mutex<HashMap<ChannelName, Arc<Slot>>>;
+
+struct Slot {
+    buffer: Mutex<ChannelBuffer>,
+    wake: watch::Sender<Timestamp>,
+}
+
+pub struct MemoryBroker {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    /// Start of this process: cursors from before it are gaps (history gone).
+    epoch: Timestamp,
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBroker {
+    pub fn new() -> Self {
+        MemoryBroker {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            epoch: Timestamp::now(),
+        }
+    }
+
+    fn shard(&self, channel: &ChannelName) -> &Shard {
+        let i = (self.hasher.hash_one(channel) as usize) % self.shards.len();
+        &self.shards[i]
+    }
+
+    /// The slot for `channel`, created if absent. Call with the shard locked.
+    fn slot_in(
+        &self,
+        map: &mut HashMap<ChannelName, Arc<Slot>>,
+        channel: &ChannelName,
+        max_age: Duration,
+    ) -> Arc<Slot> {
+        map.entry(channel.clone())
+            .or_insert_with(|| {
+                // A new (or freed and re-created) channel can only have lost
+                // messages that had expired anyway, or that a previous process held.
+                let lost_before = self.epoch.max(Timestamp::now().saturating_sub(max_age));
+                let buffer = ChannelBuffer::new(lost_before);
+                let (wake, _) = watch::channel(buffer.head());
+                Arc::new(Slot {
+                    buffer: Mutex::new(buffer),
+                    wake,
+                })
+            })
+            .clone()
+    }
+
+    /// Appends every item, in order. Cannot fail: all validation happened
+    /// when the items were prepared.
+    pub fn publish(
+        &self,
+        items: &[(ChannelName, Prepared)],
+        config: BufferConfig,
+    ) -> Vec<Published> {
+        let mut out = Vec::with_capacity(items.len());
+        for (channel, prepared) in items {
+            let (slot, message) = {
+                // The shard lock is held across the push so the sweeper or a
+                // leaving waiter cannot free the slot between lookup and push.
+                let mut map = self.shard(channel).lock();
+                let slot = self.slot_in(&mut map, channel, config.max_age);
+                let message = slot.buffer.lock().push(prepared, config.max_size);
+                (slot, message)
+            };
+            let waiters = slot.wake.receiver_count();
+            slot.wake.send_replace(message.timestamp);
+            out.push(Published {
+                channel: channel.clone(),
+                id: message.id,
+                timestamp: message.timestamp,
+                waiters,
+            });
+        }
+        out
+    }
+
+    pub fn subscribe(self: &Arc<Self>, channel: &ChannelName, max_age: Duration) -> Subscription {
+        let (slot, rx, head) = {
+            let mut map = self.shard(channel).lock();
+            let slot = self.slot_in(&mut map, channel, max_age);
+            // Taken together under the lock: every message after `head` bumps `rx`.
+            let head = slot.buffer.lock().head();
+            let rx = slot.wake.subscribe();
+            (slot, rx, head)
+        };
+        Subscription {
+            broker: self.clone(),
+            channel: channel.clone(),
+            slot,
+            rx: Some(rx),
+            head,
+        }
+    }
+
+    /// Trims expired messages and frees channels with no waiters and no
+    /// messages. Run periodically.
+    pub fn sweep(&self, config: BufferConfig) {
+        let cutoff = Timestamp::now().saturating_sub(config.max_age);
+        for shard in self.shards.iter() {
+            shard.lock().retain(|_, slot| {
+                let mut buffer = slot.buffer.lock();
+                buffer.trim_before(cutoff);
+                !(buffer.is_empty() && slot.wake.receiver_count() == 0)
+            });
+        }
+    }
+
+    pub fn info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
+        let slot = self.shard(channel).lock().get(channel).cloned()?;
+        let buffer = slot.buffer.lock();
+        Some(ChannelInfo {
+            waiters: slot.wake.receiver_count(),
+            buffered: buffer.len(),
+            last_timestamp: buffer.newest(),
+        })
+    }
+
+    /// (channels, buffered messages) over all channels.
+    pub fn totals(&self) -> (usize, usize) {
+        let mut channels = 0;
+        let mut buffered = 0;
+        for shard in self.shards.iter() {
+            let map = shard.lock();
+            channels += map.len();
+            buffered += map.values().map(|s| s.buffer.lock().len()).sum::<usize>();
+        }
+        (channels, buffered)
+    }
+
+    fn release(&self, channel: &ChannelName) {
+        let mut map = self.shard(channel).lock();
+        let free = map
+            .get(channel)
+            .is_some_and(|s| s.wake.receiver_count() == 0 && s.buffer.lock().is_empty());
+        if free {
+            map.remove(channel);
+        }
+    }
+}
+
+/// A waiter's registration on one channel. While it lives the channel is
+/// kept; dropping it (poll answered, client gone) frees an empty channel.
+pub struct Subscription {
+    broker: Arc<MemoryBroker>,
+    channel: ChannelName,
+    slot: Arc<Slot>,
+    /// `Some` until drop.
+    rx: Option<watch::Receiver<Timestamp>>,
+    /// The channel's head when this subscription began.
+    head: Timestamp,
+}
+
+impl Subscription {
+    pub fn head(&self) -> Timestamp {
+        self.head
+    }
+
+    pub fn read(&self, cursor: Cursor, max: usize) -> Read {
+        self.slot.buffer.lock().read(cursor, max)
+    }
+
+    pub fn timeout_mark(&self) -> Timestamp {
+        self.slot.buffer.lock().timeout_mark()
+    }
+
+    /// Resolves when something was published after the last call (or after
+    /// subscribing).
+    pub async fn changed(&mut self) {
+        match self.rx.as_mut() {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    // The sender lives in `slot`, which we hold: cannot close.
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.rx = None;
+        if self.slot.wake.receiver_count() == 0 {
+            self.broker.release(&self.channel);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! pollgate: a reverse-proxy sidecar that adds HTTP long polling to an
+//! existing backend.
+//!
+//! # Layout
+//! - [`config`]: the YAML file -> a validated, immutable [`config::Config`];
+//!   hot reload swaps a new one in whole.
+//! - [`routes`]: the route table (longest prefix wins), pure.
+//! - [`server`]: the accept loop both listeners share.
+//! - [`app`]: wires everything and routes each request: proxy or poll on the
+//!   public listener, webhook on the internal one.
+//! - [`proxy`]: forwarding to upstream apps (the only code that talks to them).
+//! - [`poll`]: holding long polls on the broker.
+//! - [`broker`]: channels, history by cursor, and wakeups.
+//! - [`webhook`]: publish, health and debug endpoints on the internal listener.
+//! - [`metrics`], [`shutdown`], [`http`] (shared response helpers),
+//!   [`defaults`] (every default timeout and limit).
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod defaults;
+pub mod http;
+pub mod metrics;
+pub mod poll;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod webhook;
+
+pub use app::{start, Listeners, Options, Running};

@@ -1,0 +1,227 @@
+//! Long polls: a request on a poll route is held here until a message newer
+//! than its cursor is on its channel, its timeout passes, or pollgate shuts
+//! down. Never forwards anything upstream.
+//!
+//! A held poll is only this future: one broker subscription (a `watch`
+//! receiver), one timer, and a clone of the shutdown token. No task, no
+//! polling loop. Dropping the future (the client went away) frees all three.
+
+mod params;
+mod render;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerError, Cursor};
+use crate::config::{BufferConfig, PollConfig};
+use crate::http::{self as h, Body, Fault, HttpError};
+use crate::metrics::{Metrics, PollOutcome};
+use crate::routes::{Cors, PollRoute};
+
+pub use params::{ParamError, PollParams};
+
+/// What a poll handler needs from the running instance.
+pub struct PollContext<'a> {
+    pub broker: &'a Broker,
+    pub poll: PollConfig,
+    pub buffer: BufferConfig,
+    pub metrics: &'a Metrics,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Why a poll was not held.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("method not allowed on a poll route: use GET")]
+    Method,
+    #[error("broker unavailable")]
+    Broker(#[from] BrokerError),
+}
+
+impl HttpError for PollError {
+    fn status(&self) -> StatusCode {
+        match self {
+            PollError::Param(_) => StatusCode::BAD_REQUEST,
+            PollError::Method => StatusCode::METHOD_NOT_ALLOWED,
+            PollError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn fault(&self) -> Fault {
+        match self {
+            PollError::Param(_) | PollError::Method => Fault::Client,
+            PollError::Broker(_) => Fault::Upstream,
+        }
+    }
+}
+
+/// Serves one request on a poll route; `rest` is the path after the prefix.
+pub async fn handle<B>(
+    req: Request<B>,
+    route: &PollRoute,
+    rest: &str,
+    cx: PollContext<'_>,
+) -> Response<Body> {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    let mut resp = match *req.method() {
+        Method::OPTIONS => preflight(req.headers(), route.cors.as_ref()),
+        Method::GET | Method::HEAD => match hold(&req, rest, &cx).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                cx.metrics.poll_ended(PollOutcome::Rejected);
+                h::error_response(&e)
+            }
+        },
+        _ => {
+            let mut resp = h::error_response(&PollError::Method);
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            resp
+        }
+    };
+    if let (Some(cors), Some(origin)) = (route.cors.as_ref(), origin.as_deref()) {
+        allow_origin(resp.headers_mut(), cors, origin);
+    }
+    resp
+}
+
+async fn hold<B>(
+    req: &Request<B>,
+    rest: &str,
+    cx: &PollContext<'_>,
+) -> Result<Response<Body>, PollError> {
+    let channel = params::channel(rest)?;
+    let params = params::parse(req.uri().query(), &cx.poll)?;
+    let mut sub = cx.broker.subscribe(&channel, cx.buffer).await?;
+    let cursor = match params.cursor {
+        Some(c) => c,
+        None => Cursor::After(sub.head().await?),
+    };
+    let max = params.max.unwrap_or(1);
+    let mut outcome = OutcomeGuard::new(cx.metrics);
+    let _held = cx.metrics.hold();
+    let deadline = tokio::time::sleep(params.timeout);
+    tokio::pin!(deadline);
+
+    loop {
+        let read = match sub.read(cursor, max).await {
+            Ok(read) => read,
+            Err(e) => {
+                outcome.set(PollOutcome::Error);
+                return Err(e.into());
+            }
+        };
+        if let Some(first) = read.messages.first() {
+            outcome.set(if read.gap {
+                PollOutcome::Gap
+            } else {
+                PollOutcome::Message
+            });
+            let body = match params.max {
+                None => render::single(first, read.gap),
+                Some(_) => render::batch(&read.messages, read.gap),
+            };
+            return Ok(answer(body));
+        }
+        if read.gap {
+            // Nothing left to send, but the client must learn it missed some.
+            outcome.set(PollOutcome::Gap);
+            return Ok(answer(render::timeout(sub.timeout_mark().await, true)));
+        }
+        tokio::select! {
+            biased;
+            _ = sub.changed() => continue,
+            _ = &mut deadline => break,
+            _ = cx.shutdown.cancelled() => break,
+        }
+    }
+    outcome.set(PollOutcome::Timeout);
+    Ok(answer(render::timeout(sub.timeout_mark().await, false)))
+}
+
+fn answer(body: Bytes) -> Response<Body> {
+    h::json(StatusCode::OK, body)
+}
+
+/// Records how a poll ended; a poll dropped before answering is a client
+/// that went away.
+struct OutcomeGuard<'a> {
+    metrics: &'a Metrics,
+    outcome: Option<PollOutcome>,
+}
+
+impl<'a> OutcomeGuard<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        OutcomeGuard {
+            metrics,
+            outcome: None,
+        }
+    }
+
+    fn set(&mut self, outcome: PollOutcome) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for OutcomeGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .poll_ended(self.outcome.unwrap_or(PollOutcome::ClientGone));
+    }
+}
+
+fn preflight(req: &HeaderMap, cors: Option<&Cors>) -> Response<Body> {
+    let mut resp = Response::new(h::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    let Some(cors) = cors else { return resp };
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    let allow_headers = if cors.allow_headers.is_empty() {
+        // Echo what the browser asks for: a poll carries no side effects.
+        req.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned()
+    } else {
+        HeaderValue::from_str(&cors.allow_headers.join(", ")).ok()
+    };
+    if let Some(v) = allow_headers {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from(cors.max_age.as_secs()),
+    );
+    resp
+}
+
+fn allow_origin(headers: &mut HeaderMap, cors: &Cors, origin: &str) {
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    let Some(allowed) = cors
+        .allowed_origin(origin)
+        .and_then(|o| HeaderValue::from_str(o).ok())
+    else {
+        return;
+    };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    if cors.allow_credentials {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! Forwarding to upstreams: the only code that talks to the app.
+//!
+//! Never holds a request: long polls are routed to `poll` before they get
+//! here. Bodies stream both ways (no buffering), connections are pooled per
+//! upstream, and each failure maps to one status: connect -> 502, no response
+//! head within the route timeout -> 504.
+
+mod headers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
+
+use crate::http::{self as h, Body, Fault, HttpError};
+use crate::routes::Upstream;
+
+pub use headers::{add_forwarded, is_upgrade};
+
+type HttpClient = Client<HttpConnector, Body>;
+
+/// A pooled client per upstream. Rebuilt on reload, reusing the pool of
+/// every upstream whose settings did not change, so a reload does not cost
+/// the app a wave of new connections.
+#[derive(Clone, Default)]
+pub struct Clients {
+    by_name: HashMap<String, (Arc<Upstream>, HttpClient)>,
+}
+
+impl Clients {
+    pub fn build<'a>(
+        upstreams: impl IntoIterator<Item = &'a Arc<Upstream>>,
+        previous: Option<&Clients>,
+        pool_idle: Duration,
+    ) -> Clients {
+        let mut by_name = HashMap::new();
+        for up in upstreams {
+            if by_name.contains_key(&up.name) {
+                continue;
+            }
+            let reused = previous
+                .and_then(|p| p.by_name.get(&up.name))
+                .filter(|(old, _)| **old == **up)
+                .map(|(_, c)| c.clone());
+            let client = reused.unwrap_or_else(|| new_client(up, pool_idle));
+            by_name.insert(up.name.clone(), (up.clone(), client));
+        }
+        Clients { by_name }
+    }
+
+    fn get(&self, upstream: &Upstream) -> Option<&HttpClient> {
+        self.by_name.get(&upstream.name).map(|(_, c)| c)
+    }
+}
+
+fn new_client(up: &Upstream, pool_idle: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(up.connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool_idle)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// What failed while forwarding.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("upstream {upstream} is unreachable")]
+    Connect {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {upstream} did not answer within {}", humantime::format_duration(*.after))]
+    Timeout { upstream: String, after: Duration },
+    #[error("upstream {upstream} failed: connection closed before a response")]
+    Failed {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("invalid request target")]
+    BadTarget(#[source] http::Error),
+    #[error("upstream {0} has no client")]
+    Unconfigured(String),
+}
+
+impl HttpError for ProxyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Connect { .. } | ProxyError::Failed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Unconfigured(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn fault(&self) -> Fault {
+        match self {
+            ProxyError::Connect { .. } | ProxyError::Failed { .. } | ProxyError::Timeout { .. } => {
+                Fault::Upstream
+            }
+            ProxyError::BadTarget(_) => Fault::Client,
+            ProxyError::Unconfigured(_) => Fault::Internal,
+        }
+    }
+}
+
+impl ProxyError {
+    /// Short label for metrics and logs: "connect", "timeout", "failed", "bad_target".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::Timeout { .. } => "timeout",
+            ProxyError::Failed { .. } => "failed",
+            ProxyError::BadTarget(_) => "bad_target",
+            ProxyError::Unconfigured(_) => "unconfigured",
+        }
+    }
+}
+
+/// Who sent the request, as seen by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// "http" or "https", for X-Forwarded-Proto.
+    pub proto: &'static str,
+}
+
+/// Forwards `req` to `upstream` and returns its response, streamed.
+///
+/// # Errors
+/// See [`ProxyError`]; the caller renders it with `http::error_response`.
+pub async fn forward(
+    mut req: Request<Incoming>,
+    clients: &Clients,
+    upstream: &Upstream,
+    timeout: Duration,
+    peer: Peer,
+) -> Result<Response<Body>, ProxyError> {
+    let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded(
+        &mut parts.headers,
+        peer.addr.ip(),
+        peer.proto,
+        host.as_deref(),
+    );
+    if let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        // HTTP/2 clients send :authority instead of Host; the app expects Host.
+        parts.headers.insert(header::HOST, host);
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(ProxyError::BadTarget)?;
+    parts.version = Version::HTTP_11;
+    let out = Request::from_parts(parts, h::stream(body));
+
+    let Some(client) = clients.get(upstream) else {
+        // Clients are built from the same config snapshot as the routes,
+        // so this is unreachable unless that wiring breaks.
+        return Err(ProxyError::Unconfigured(upstream.name.clone()));
+    };
+    let name = || upstream.name.clone();
+    let mut resp = match tokio::time::timeout(timeout, client.request(out)).await {
+        Err(_) => {
+            return Err(ProxyError::Timeout {
+                upstream: name(),
+                after: timeout,
+            })
+        }
+        Ok(Err(e)) if e.is_connect() => {
+            return Err(ProxyError::Connect {
+                upstream: name(),
+                source: e,
+            })
+        }
+        Ok(Err(e)) => {
+            return Err(ProxyError::Failed {
+                upstream: name(),
+                source: e,
+            })
+        }
+        Ok(Ok(resp)) => resp,
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(splice(client_upgrade, upstream_upgrade));
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, h::empty()));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, h::stream(body)))
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection
+/// until either side closes.
+async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        debug!(error = %e, "upgraded connection ended");
+    }
+}

@@ -1,0 +1,118 @@
+//! The internal listener: upstream apps publish here; operators probe health.
+//!
+//! Never reachable from the public listener: the two listeners have separate
+//! routers, so a `POST /publish/...` on the public port is just another
+//! request for the route table.
+
+mod publish;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::broker::{Broker, ChannelName};
+use crate::config::Config;
+use crate::http::{self as h, Body, Fault, HttpError};
+use crate::metrics::Metrics;
+
+pub use publish::PublishError;
+
+/// What the webhook handlers need from the running instance.
+pub struct WebhookContext<'a> {
+    pub broker: &'a Broker,
+    pub config: &'a Config,
+    pub metrics: &'a Metrics,
+}
+
+/// Errors of the webhook router itself.
+#[derive(Debug, thiserror::Error)]
+enum RouteError {
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    Method,
+    #[error("unknown channel")]
+    UnknownChannel,
+}
+
+impl HttpError for RouteError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RouteError::NotFound | RouteError::UnknownChannel => StatusCode::NOT_FOUND,
+            RouteError::Method => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn fault(&self) -> Fault {
+        match self {
+            RouteError::NotFound | RouteError::Method | RouteError::UnknownChannel => Fault::Client,
+        }
+    }
+}
+
+/// Routes one webhook request.
+pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let (allowed, resp) = match path.as_str() {
+        "/publish" => ("POST", (method == Method::POST).then_some(())),
+        "/healthz" | "/readyz" => (
+            "GET, HEAD",
+            matches!(method, Method::GET | Method::HEAD).then_some(()),
+        ),
+        p if p.starts_with("/publish/") => ("POST", (method == Method::POST).then_some(())),
+        p if p.starts_with("/channels/") => (
+            "GET, HEAD",
+            matches!(method, Method::GET | Method::HEAD).then_some(()),
+        ),
+        _ => return h::error_response(&RouteError::NotFound),
+    };
+    if resp.is_none() {
+        let mut resp = h::error_response(&RouteError::Method);
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        return resp;
+    }
+    match path.as_str() {
+        "/publish" => publish::batch(req, &cx).await,
+        "/healthz" => h::json(StatusCode::OK, r#"{"status":"ok"}"#),
+        "/readyz" => readyz(&cx),
+        p => match (p.strip_prefix("/publish/"), p.strip_prefix("/channels/")) {
+            (Some(channel), _) => publish::one(req, channel, &cx).await,
+            (_, Some(channel)) => channel_info(channel, &cx),
+            _ => h::error_response(&RouteError::NotFound),
+        },
+    }
+}
+
+fn readyz(cx: &WebhookContext<'_>) -> Response<Body> {
+    if cx.broker.is_ready() {
+        h::json(StatusCode::OK, r#"{"status":"ready"}"#)
+    } else {
+        h::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"not ready","error":"broker unavailable"}"#,
+        )
+    }
+}
+
+fn channel_info(raw: &str, cx: &WebhookContext<'_>) -> Response<Body> {
+    let channel = match publish::channel(raw) {
+        Ok(c) => c,
+        Err(e) => return h::error_response(&e),
+    };
+    match cx.broker.info(&channel) {
+        Some(info) => h::json(StatusCode::OK, info_body(&channel, &info)),
+        None => h::error_response(&RouteError::UnknownChannel),
+    }
+}
+
+fn info_body(channel: &ChannelName, info: &crate::broker::ChannelInfo) -> String {
+    let last = info
+        .last_timestamp
+        .map_or_else(|| "null".to_owned(), |t| t.to_string());
+    format!(
+        "{{\"channel\":\"{channel}\",\"waiters\":{},\"buffered\":{},\"last_timestamp\":{last}}}",
+        info.waiters, info.buffered
+    )
+}

@@ -1,0 +1,196 @@
+//! `POST /publish/{channel}` and `POST /publish` (batch).
+//!
+//! A publish is all or nothing: the body is read (bounded by
+//! `webhook.max_body`) and every item checked before the broker sees any.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::WebhookContext;
+use crate::broker::{
+    BrokerError, ChannelName, ChannelNameError, PrepareError, Prepared, Published,
+};
+use crate::http::{self as h, Body, Fault, HttpError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid channel: {0}")]
+    Channel(#[from] ChannelNameError),
+    #[error("invalid channel: not valid percent-encoded UTF-8")]
+    ChannelEncoding,
+    #[error("body is larger than webhook.max_body ({0} bytes)")]
+    TooLarge(u64),
+    #[error("could not read the body")]
+    Read,
+    #[error("{0}")]
+    Body(#[from] PrepareError),
+    #[error("items[{index}]: {source}")]
+    Item {
+        index: usize,
+        #[source]
+        source: Box<PublishError>,
+    },
+    #[error("body must be {{\"items\": [{{\"channel\": \"...\", \"data\": {{...}}}}, ...]}}: {0}")]
+    BatchShape(String),
+    #[error("items is empty")]
+    NoItems,
+    #[error("broker unavailable")]
+    Broker(#[from] BrokerError),
+}
+
+impl HttpError for PublishError {
+    fn status(&self) -> StatusCode {
+        match self {
+            PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PublishError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::Item { source, .. } => source.status(),
+            PublishError::Channel(_)
+            | PublishError::ChannelEncoding
+            | PublishError::Read
+            | PublishError::Body(_)
+            | PublishError::BatchShape(_)
+            | PublishError::NoItems => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn fault(&self) -> Fault {
+        match self {
+            PublishError::Broker(_) => Fault::Upstream,
+            PublishError::Item { source, .. } => source.fault(),
+            PublishError::Channel(_)
+            | PublishError::ChannelEncoding
+            | PublishError::TooLarge(_)
+            | PublishError::Read
+            | PublishError::Body(_)
+            | PublishError::BatchShape(_)
+            | PublishError::NoItems => Fault::Client,
+        }
+    }
+}
+
+pub(super) fn channel(raw: &str) -> Result<ChannelName, PublishError> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PublishError::ChannelEncoding)?;
+    Ok(ChannelName::parse(&decoded)?)
+}
+
+pub(super) async fn one(
+    req: Request<Incoming>,
+    raw_channel: &str,
+    cx: &WebhookContext<'_>,
+) -> Response<Body> {
+    let result = async {
+        let channel = channel(raw_channel)?;
+        let body = read_body(req, cx.config.webhook.max_body).await?;
+        let prepared = Prepared::from_json(&body)?;
+        let published = cx
+            .broker
+            .publish(&[(channel, prepared)], cx.config.buffer)
+            .await?;
+        Ok::<_, PublishError>(published)
+    }
+    .await;
+    respond(result, cx, |published| match published.first() {
+        Some(p) => format!(
+            "{{\"status\":\"published\",\"message_id\":\"{}\",\"timestamp\":{}}}",
+            p.id, p.timestamp
+        ),
+        None => r#"{"status":"published"}"#.to_owned(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    items: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    channel: String,
+    data: serde_json::Value,
+}
+
+pub(super) async fn batch(req: Request<Incoming>, cx: &WebhookContext<'_>) -> Response<Body> {
+    let result = async {
+        let body = read_body(req, cx.config.webhook.max_body).await?;
+        let parsed: BatchBody =
+            serde_json::from_slice(&body).map_err(|e| PublishError::BatchShape(e.to_string()))?;
+        if parsed.items.is_empty() {
+            return Err(PublishError::NoItems);
+        }
+        let items = parsed
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let checked = ChannelName::parse(&item.channel)
+                    .map_err(PublishError::from)
+                    .and_then(|c| Ok((c, Prepared::from_value(item.data)?)));
+                checked.map_err(|e| PublishError::Item {
+                    index,
+                    source: Box::new(e),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(cx.broker.publish(&items, cx.config.buffer).await?)
+    }
+    .await;
+    respond(result, cx, |published| {
+        let items: Vec<String> = published
+            .iter()
+            .map(|p| {
+                format!(
+                    "{{\"channel\":\"{}\",\"message_id\":\"{}\",\"timestamp\":{}}}",
+                    p.channel, p.id, p.timestamp
+                )
+            })
+            .collect();
+        format!(
+            "{{\"status\":\"published\",\"count\":{},\"items\":[{}]}}",
+            items.len(),
+            items.join(",")
+        )
+    })
+}
+
+fn respond(
+    result: Result<Vec<Published>, PublishError>,
+    cx: &WebhookContext<'_>,
+    render: impl FnOnce(&[Published]) -> String,
+) -> Response<Body> {
+    match result {
+        Ok(published) => {
+            cx.metrics.published(published.len() as u64, 0);
+            h::json(StatusCode::OK, render(&published))
+        }
+        Err(e) => {
+            cx.metrics.published(0, 1);
+            h::error_response(&e)
+        }
+    }
+}
+
+/// Reads the whole body, refusing more than `max` bytes (before reading, when
+/// Content-Length already says so).
+async fn read_body(req: Request<Incoming>, max: u64) -> Result<Bytes, PublishError> {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(PublishError::TooLarge(max));
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(PublishError::TooLarge(max)),
+        Err(_) => Err(PublishError::Read),
+    }
+}
