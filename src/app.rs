@@ -134,7 +134,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         let shared = shared.clone();
         let sighup = options.reload.unwrap_or_default();
         tokio::spawn(reload::run(
-            path,
+            reload::FileWatch::new(path),
             defaults::RELOAD_DEBOUNCE,
             sighup,
             shutdown.clone(),

@@ -24,24 +24,47 @@ pub struct ReloadStats {
     pub failed: u64,
 }
 
-/// Watches `path` and calls `apply` with each valid new config until
-/// `shutdown`. `sighup` is notified by the signal handler.
-pub async fn run(
+/// A watch on the config file, set up before the server starts so no
+/// change made after `start` returns can be missed.
+pub struct FileWatch {
     path: PathBuf,
+    events: mpsc::Receiver<()>,
+    /// Kept alive with the watch; dropping it stops the events.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl FileWatch {
+    pub fn new(path: PathBuf) -> FileWatch {
+        let (tx, events) = mpsc::channel::<()>(16);
+        let watcher = match watch(&path, tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot watch the config file; reload on SIGHUP only");
+                None
+            }
+        };
+        FileWatch {
+            path,
+            events,
+            _watcher: watcher,
+        }
+    }
+}
+
+/// Calls `apply` with the outcome of each reload (a file change, or
+/// `sighup` notified by the signal handler) until `shutdown`.
+pub async fn run(
+    watch: FileWatch,
     debounce: Duration,
     sighup: Arc<Notify>,
     shutdown: CancellationToken,
     mut apply: impl FnMut(Result<Config, super::ConfigErrors>),
 ) {
-    let (tx, mut events) = mpsc::channel::<()>(16);
-    // Kept alive for the life of the loop; dropping it stops the watch.
-    let _watcher = match watch(&path, tx) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "cannot watch the config file; reload on SIGHUP only");
-            None
-        }
-    };
+    let FileWatch {
+        path,
+        mut events,
+        _watcher,
+    } = watch;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

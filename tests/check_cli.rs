@@ -1,0 +1,97 @@
+//! The `pollgate` binary: `check`, refusing a bad config, flags.
+
+use std::process::Command;
+
+fn pollgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pollgate"))
+}
+
+fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("pollgate.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_summarizes_routes() {
+    let out = pollgate()
+        .args(["check", "--config", "config/pollgate.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/api/poll/") && text.contains("long poll"),
+        "{text}"
+    );
+    assert!(text.contains("proxy -> app"), "{text}");
+}
+
+#[test]
+fn check_lists_every_error_with_its_location_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "listen: here\nroutes:\n  - { prefix: /api/, upstream: ghost }\n  - { prefix: /x/, upstream: app, timeout: 5 }\n");
+    let out = pollgate()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // serde stops at the first shape error (the bad duration), with its line.
+    assert!(
+        err.contains("routes[1].timeout") && err.contains("line 4"),
+        "{err}"
+    );
+
+    let path = write(
+        &dir,
+        "listen: here\nroutes:\n  - { prefix: /api/, upstream: ghost }\n",
+    );
+    let out = pollgate()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 errors"), "{err}");
+    assert!(err.contains("listen (line 1)"), "{err}");
+    assert!(
+        err.contains("routes[0].upstream (line 3): unknown upstream \"ghost\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "routes: []\n");
+    let out = pollgate().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one route"));
+    let out = pollgate().env("POLLGATE_CONFIG", &path).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "POLLGATE_CONFIG names the file too"
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = pollgate().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--config") && help.contains("check") && help.contains("--log-format"),
+        "{help}"
+    );
+    let out = pollgate().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}

@@ -1,0 +1,159 @@
+//! Test harness: a real upstream app, real pollgate listeners on 127.0.0.1:0,
+//! and small HTTP clients. Everything is torn down on drop.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pollgate::config::reload::ReloadStats;
+use pollgate::config::Config;
+use pollgate::{Listeners, Options, Running};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use client::*;
+pub use upstream::Upstream;
+
+/// A pollgate instance on ephemeral ports, with its config in a temp file
+/// (so tests can rewrite it and watch the reload).
+pub struct Pollgate {
+    pub public: SocketAddr,
+    pub webhook: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub metrics: pollgate::metrics::Metrics,
+    pub reloads: watch::Receiver<ReloadStats>,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+    running: Option<Running>,
+}
+
+/// A minimal config: one poll route and, when `upstream` is given, proxy
+/// routes to it. `extra` is appended verbatim (top-level YAML keys).
+pub fn yaml(upstream: Option<SocketAddr>, extra: &str) -> String {
+    let mut y = String::from("listen: \"127.0.0.1:0\"\nwebhook: { listen: \"127.0.0.1:0\" }\n");
+    if let Some(up) = upstream {
+        y.push_str(&format!(
+            "upstreams:\n  app: {{ url: \"http://{up}\", connect_timeout: 1s }}\n"
+        ));
+        y.push_str("routes:\n  - { prefix: /api/poll/, poll: {} }\n  - { prefix: /, upstream: app, timeout: 5s }\n");
+    } else {
+        y.push_str("routes:\n  - { prefix: /api/poll/, poll: {} }\n");
+    }
+    y.push_str(extra);
+    y
+}
+
+impl Pollgate {
+    pub async fn start(yaml: &str) -> Pollgate {
+        // RUST_LOG=debug shows pollgate's logs under the failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("pollgate.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+        let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+        let listeners = Listeners {
+            public: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            webhook: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let running = pollgate::start(
+            config,
+            listeners,
+            Options {
+                config_path: Some(config_path.clone()),
+                reload: None,
+            },
+        )
+        .unwrap();
+        Pollgate {
+            public: running.public_addr,
+            webhook: running.webhook_addr,
+            shutdown: running.shutdown.clone(),
+            metrics: running.metrics.clone(),
+            reloads: running.reloads.clone(),
+            config_path,
+            _dir: dir,
+            running: Some(running),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    pub fn hook(&self, path: &str) -> String {
+        format!("http://{}{path}", self.webhook)
+    }
+
+    /// Waits until exactly `n` polls are held.
+    pub async fn held(&self, n: usize) {
+        let mut rx = self.metrics.held();
+        let wait = rx.wait_for(|held| *held == n);
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "timed out waiting for {n} held polls (now {})",
+                    *self.metrics.held().borrow()
+                )
+            })
+            .unwrap();
+    }
+
+    /// Publishes `body` to `channel`; returns the JSON answer.
+    pub async fn publish(&self, channel: &str, body: serde_json::Value) -> serde_json::Value {
+        let (status, body) = post_json(
+            &self.hook(&format!("/publish/{channel}")),
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "publish failed: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Rewrites the config file and waits until the reload outcome counter moves.
+    pub async fn rewrite(&mut self, yaml: &str) -> ReloadStats {
+        let before = *self.reloads.borrow_and_update();
+        std::fs::write(&self.config_path, yaml).unwrap();
+        let changed = self
+            .reloads
+            .wait_for(|s| s.ok + s.failed > before.ok + before.failed);
+        tokio::time::timeout(Duration::from_secs(10), changed)
+            .await
+            .expect("no reload happened")
+            .unwrap();
+        let now = *self.reloads.borrow();
+        now
+    }
+
+    /// Stops like SIGTERM and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await.unwrap();
+        }
+    }
+}
+
+impl Drop for Pollgate {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Resident memory of this process (test client + pollgate), in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

@@ -1,0 +1,157 @@
+//! A real upstream app for tests: a hyper server on 127.0.0.1:0.
+//!
+//! - any path: echoes the request as JSON (upstream name, method, path,
+//!   query, headers, body length);
+//! - `/slow?ms=N`: answers after N ms;
+//! - `/upload`: streams the body in, answers `{"bytes": n}`;
+//! - `/download?bytes=N`: streams N bytes out;
+//! - `/ws` with `Upgrade`: switches protocols and echoes bytes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = token.cancelled() => return,
+                    r = listener.accept() => match r { Ok(p) => p, Err(_) => continue },
+                };
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(name, req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, stop }
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed_unsync()
+}
+
+fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn handle(
+    name: &'static str,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if path == "/ws" && req.headers().contains_key("upgrade") {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(full(""))
+            .unwrap();
+        return Ok(resp);
+    }
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
+    }
+    if path == "/download" {
+        let total = query_num(&req, "bytes");
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let chunks = total.div_ceil(chunk.len() as u64);
+        let body = stream::iter((0..chunks).map(move |i| {
+            let left = total - i * chunk.len() as u64;
+            Ok::<_, Infallible>(Frame::data(
+                chunk.slice(..left.min(chunk.len() as u64) as usize),
+            ))
+        }));
+        return Ok(Response::new(StreamBody::new(body).boxed_unsync()));
+    }
+    let (parts, mut body) = req.into_parts();
+    let mut len: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => len += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    if path == "/upload" {
+        return Ok(Response::new(full(format!("{{\"bytes\":{len}}}"))));
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
+        .collect();
+    let echo = serde_json::json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "path": path,
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_len": len,
+        "version": format!("{:?}", parts.version),
+    });
+    let status = if path == "/teapot" {
+        StatusCode::IM_A_TEAPOT
+    } else {
+        StatusCode::OK
+    };
+    let resp = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-upstream-conn", "keep")
+        .header("connection", "x-upstream-conn")
+        .body(full(echo.to_string()))
+        .unwrap();
+    Ok(resp)
+}
