@@ -119,9 +119,11 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     let shutdown = CancellationToken::new();
     let metrics = Metrics::default();
     let settings = ConnSettings {
+        name: "public",
         header_timeout: config.server.header_timeout,
     };
     let clients = build_clients(&config, None);
+    metrics.config_loaded(0, &config.source_hash);
     let shared = Arc::new(Shared {
         broker: Broker::new(&config.broker),
         active: ArcSwap::from_pointee(Active { config, clients }),
@@ -162,7 +164,16 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         let token = shared.shutdown.clone();
         tokio::join!(
             server::run(listeners.public, settings, public, token.clone(), &graceful),
-            server::run(listeners.webhook, settings, hook, token.clone(), &graceful),
+            server::run(
+                listeners.webhook,
+                ConnSettings {
+                    name: "webhook",
+                    ..settings
+                },
+                hook,
+                token.clone(),
+                &graceful
+            ),
         );
         // The drain deadline in force at shutdown (it may have been reloaded).
         let drain = shared.active.load().config.shutdown.drain_timeout;
@@ -208,15 +219,20 @@ fn apply_reload(
                 );
             }
             let clients = build_clients(&config, Some(&old.clients));
+            let hash = config.source_hash.clone();
             shared.active.store(Arc::new(Active { config, clients }));
             stats.send_modify(|s| {
                 s.generation += 1;
                 s.ok += 1;
             });
-            info!("config reloaded");
+            shared
+                .metrics
+                .config_loaded(stats.borrow().generation, &hash);
+            info!(hash = %hash, "config reloaded");
         }
         Err(errors) => {
             stats.send_modify(|s| s.failed += 1);
+            shared.metrics.config_rejected();
             error!(errors = %errors, "config rejected; the running config stays in force");
         }
     }
@@ -267,8 +283,11 @@ async fn public_request(
     let active = shared.active.load_full();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let host = request_host(&req);
-    let (resp, route, upstream) = match active.config.routes.find(&method, host.as_deref(), &path) {
+    let routed = active
+        .config
+        .routes
+        .find(&method, request_host(&req), &path);
+    let (resp, route, upstream) = match routed {
         Err(NoRoute::NotFound) => (h::error_response(&RouteError::NotFound), None, None),
         Err(NoRoute::MethodNotAllowed(allowed)) => {
             let mut resp = h::error_response(&RouteError::Method);
@@ -284,13 +303,28 @@ async fn public_request(
                     addr: peer,
                     proto: "http",
                 };
-                let resp = proxy::forward(req, &active.clients, upstream, *timeout, peer)
-                    .await
-                    .unwrap_or_else(|e| h::error_response(&e));
-                (resp, Some(route.name()), Some(upstream.name.as_str()))
+                // Boxed: an idle held poll should not carry a proxy future's size.
+                let forwarded = Box::pin(proxy::forward(
+                    req,
+                    &active.clients,
+                    upstream,
+                    *timeout,
+                    peer,
+                ))
+                .await;
+                let resp = forwarded.unwrap_or_else(|e| {
+                    shared.metrics.upstream_error(&upstream.name, e.kind());
+                    h::error_response(&e)
+                });
+                let head = started.elapsed().as_secs_f64();
+                shared
+                    .metrics
+                    .proxied(&route.name, resp.status().as_u16(), head);
+                (resp, Some(route), Some(upstream.name.as_str()))
             }
             RouteAction::Poll(poll_route) => {
                 let cx = PollContext {
+                    route: &route.name,
                     broker: &shared.broker,
                     poll: active.config.poll,
                     buffer: active.config.buffer,
@@ -298,8 +332,8 @@ async fn public_request(
                     shutdown: &shared.shutdown,
                 };
                 let rest = path.get(route.prefix.len()..).unwrap_or_default();
-                let resp = poll::handle(req, poll_route, rest, cx).await;
-                (resp, Some(route.name()), None)
+                let resp = Box::pin(poll::handle(req, poll_route, rest, cx)).await;
+                (resp, Some(route), None)
             }
         },
     };
@@ -308,7 +342,7 @@ async fn public_request(
         method = %method,
         path = %path,
         peer = %peer,
-        route = route.as_deref().unwrap_or("-"),
+        route = route.map_or("-", |r| r.name.as_str()),
         upstream = upstream.unwrap_or("-"),
         status = resp.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -329,16 +363,35 @@ async fn webhook_request(shared: &Shared, req: Request<Incoming>) -> Response<Bo
 
 /// The host the client addressed, without port: the Host header, or the
 /// HTTP/2 `:authority`.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))?;
-    let host = match raw.parse::<http::uri::Authority>() {
-        Ok(a) => a.host().to_owned(),
-        Err(_) => raw,
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = match req.headers().get(header::HOST) {
+        Some(v) => v.to_str().ok()?,
+        None => req.uri().host()?,
     };
-    Some(host)
+    Some(strip_port(raw))
+}
+
+/// "example.com:8080" -> "example.com"; "[::1]:80" -> "[::1]".
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub shutdown: ShutdownConfig,
     pub server: ServerConfig,
+    /// Hash of the file's text, to tell which config an instance runs.
+    pub source_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +193,7 @@ impl Config {
             };
             out.push_str(&format!(
                 "  {:<24} {}{}\n",
-                route.name(),
+                route.name,
                 target,
                 methods.unwrap_or_default()
             ));

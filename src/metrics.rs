@@ -1,96 +1,386 @@
-//! Counters and gauges that the handlers move and operators (and tests) read.
+//! Counters, gauges and histograms that the handlers move and operators
+//! scrape (`GET /metrics` on the webhook listener, Prometheus text format).
 //!
-//! Every field is updated lock-free. Held polls are also published through a
-//! `watch`, so a test can await "n polls are held" instead of sleeping.
+//! Every update is lock-free or a short read lock in `prometheus-client`'s
+//! families. Held polls are also published through a `watch`, so a test can
+//! await "n polls are held" instead of sleeping.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 /// How a poll ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
 pub enum PollOutcome {
-    Message,
-    Timeout,
-    Gap,
-    Rejected,
-    ClientGone,
-    Error,
+    message,
+    timeout,
+    gap,
+    /// Refused by a limit (429).
+    rejected_limit,
+    /// Refused for bad input (400) or authorization.
+    rejected_invalid,
+    /// The client went away while held.
+    client_gone,
+    /// The broker failed mid-hold.
+    error,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    polls_message: AtomicU64,
-    polls_timeout: AtomicU64,
-    polls_gap: AtomicU64,
-    polls_rejected: AtomicU64,
-    polls_client_gone: AtomicU64,
-    polls_error: AtomicU64,
-    publishes_accepted: AtomicU64,
-    publishes_rejected: AtomicU64,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ResultKind {
+    ok,
+    failed,
+    accepted,
+    rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: PollOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: ResultKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProxyLabel {
+    route: String,
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamErrorLabel {
+    upstream: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HashLabel {
+    hash: String,
+}
+
+struct Inner {
+    registry: Registry,
+    polls_held: Family<RouteLabel, Gauge>,
+    polls_ended: Family<OutcomeLabel, Counter>,
+    publishes: Family<ResultLabel, Counter>,
+    delivered: Counter,
+    delivery_latency: Histogram,
+    wakeups_missed: Counter,
+    proxy_requests: Family<ProxyLabel, Counter>,
+    proxy_duration: Family<RouteLabel, Histogram>,
+    upstream_errors: Family<UpstreamErrorLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    config_generation: Gauge,
+    config_info: Family<HashLabel, Gauge>,
+    channels: Gauge,
+    buffered: Gauge,
+    broker_up: Gauge,
+    broker_errors: Counter,
+    held_total: watch::Sender<usize>,
 }
 
 /// Shared metrics handle; cheap to clone.
 #[derive(Clone)]
-pub struct Metrics {
-    counters: Arc<Counters>,
-    held: Arc<watch::Sender<usize>>,
-}
+pub struct Metrics(Arc<Inner>);
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            counters: Arc::default(),
-            held: Arc::new(watch::channel(0).0),
-        }
+        Self::new()
     }
+}
+
+/// Latency buckets from 0.5 ms to ~16 s: a delivery is sub-millisecond when
+/// healthy, and a proxied request may legitimately take seconds.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 impl Metrics {
-    /// Counts a poll as held until the guard drops.
-    pub fn hold(&self) -> HeldGuard {
-        self.held.send_modify(|n| *n += 1);
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pollgate");
+        let polls_held = Family::<RouteLabel, Gauge>::default();
+        registry.register(
+            "polls_held",
+            "Long polls held right now, by route",
+            polls_held.clone(),
+        );
+        let polls_ended = Family::<OutcomeLabel, Counter>::default();
+        registry.register("polls", "Long polls ended, by outcome", polls_ended.clone());
+        let publishes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "publishes",
+            "Publish requests (items), accepted or rejected",
+            publishes.clone(),
+        );
+        let delivered = Counter::default();
+        registry.register(
+            "messages_delivered",
+            "Messages sent to polling clients",
+            delivered.clone(),
+        );
+        let delivery_latency = latency_histogram();
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from a message's publish to its delivery in a poll answer",
+            delivery_latency.clone(),
+        );
+        let wakeups_missed = Counter::default();
+        registry.register(
+            "wakeups_missed",
+            "Held polls that reached their timeout although a message for them had been accepted (should stay 0)",
+            wakeups_missed.clone(),
+        );
+        let proxy_requests = Family::<ProxyLabel, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Proxied requests, by route and status class",
+            proxy_requests.clone(),
+        );
+        let proxy_duration = Family::<RouteLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "proxy_duration_seconds",
+            "Time to the upstream's response head, by route",
+            proxy_duration.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabel, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream failures, by upstream and kind",
+            upstream_errors.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads, ok or failed",
+            reloads.clone(),
+        );
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Configs put in force since start (0 = the first)",
+            config_generation.clone(),
+        );
+        let config_info = Family::<HashLabel, Gauge>::default();
+        registry.register(
+            "config_info",
+            "Hash of the config file in force (value is always 1)",
+            config_info.clone(),
+        );
+        let channels = Gauge::default();
+        registry.register(
+            "channels",
+            "Channels held by this instance",
+            channels.clone(),
+        );
+        let buffered = Gauge::default();
+        registry.register(
+            "buffered_messages",
+            "Messages buffered over all channels",
+            buffered.clone(),
+        );
+        let broker_up = Gauge::default();
+        registry.register(
+            "broker_up",
+            "1 when the broker is reachable",
+            broker_up.clone(),
+        );
+        let broker_errors = Counter::default();
+        registry.register(
+            "broker_errors",
+            "Broker operations that failed",
+            broker_errors.clone(),
+        );
+        Metrics(Arc::new(Inner {
+            registry,
+            polls_held,
+            polls_ended,
+            publishes,
+            delivered,
+            delivery_latency,
+            wakeups_missed,
+            proxy_requests,
+            proxy_duration,
+            upstream_errors,
+            reloads,
+            config_generation,
+            config_info,
+            channels,
+            buffered,
+            broker_up,
+            broker_errors,
+            held_total: watch::channel(0).0,
+        }))
+    }
+
+    /// Counts a poll on `route` as held until the guard drops.
+    pub fn hold(&self, route: &str) -> HeldGuard {
+        let gauge = self
+            .0
+            .polls_held
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .clone();
+        gauge.inc();
+        self.0.held_total.send_modify(|n| *n += 1);
         HeldGuard {
-            held: self.held.clone(),
+            metrics: self.clone(),
+            gauge,
         }
     }
 
-    /// Polls held right now, as a stream of changes.
+    /// Polls held right now (all routes), as a stream of changes.
     pub fn held(&self) -> watch::Receiver<usize> {
-        self.held.subscribe()
+        self.0.held_total.subscribe()
     }
 
     pub fn poll_ended(&self, outcome: PollOutcome) {
-        let c = &self.counters;
-        let counter = match outcome {
-            PollOutcome::Message => &c.polls_message,
-            PollOutcome::Timeout => &c.polls_timeout,
-            PollOutcome::Gap => &c.polls_gap,
-            PollOutcome::Rejected => &c.polls_rejected,
-            PollOutcome::ClientGone => &c.polls_client_gone,
-            PollOutcome::Error => &c.polls_error,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .polls_ended
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// A message went out to a client; `age_secs` since it was published.
+    pub fn delivered(&self, count: u64, age_secs: f64) {
+        self.0.delivered.inc_by(count);
+        self.0.delivery_latency.observe(age_secs.max(0.0));
+    }
+
+    pub fn wakeup_missed(&self) {
+        self.0.wakeups_missed.inc();
     }
 
     pub fn published(&self, accepted: u64, rejected: u64) {
-        self.counters
-            .publishes_accepted
-            .fetch_add(accepted, Ordering::Relaxed);
-        self.counters
-            .publishes_rejected
-            .fetch_add(rejected, Ordering::Relaxed);
+        if accepted > 0 {
+            self.0
+                .publishes
+                .get_or_create(&ResultLabel {
+                    result: ResultKind::accepted,
+                })
+                .inc_by(accepted);
+        }
+        if rejected > 0 {
+            self.0
+                .publishes
+                .get_or_create(&ResultLabel {
+                    result: ResultKind::rejected,
+                })
+                .inc_by(rejected);
+        }
+    }
+
+    pub fn proxied(&self, route: &str, status: u16, head_secs: f64) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.0
+            .proxy_requests
+            .get_or_create(&ProxyLabel {
+                route: route.to_owned(),
+                class,
+            })
+            .inc();
+        self.0
+            .proxy_duration
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .observe(head_secs);
+    }
+
+    pub fn upstream_error(&self, upstream: &str, kind: &'static str) {
+        self.0
+            .upstream_errors
+            .get_or_create(&UpstreamErrorLabel {
+                upstream: upstream.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// A config was put in force (`generation` 0 is the one at start).
+    pub fn config_loaded(&self, generation: u64, hash: &str) {
+        if generation > 0 {
+            self.0
+                .reloads
+                .get_or_create(&ResultLabel {
+                    result: ResultKind::ok,
+                })
+                .inc();
+        }
+        self.0
+            .config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.0.config_info.clear();
+        self.0
+            .config_info
+            .get_or_create(&HashLabel {
+                hash: hash.to_owned(),
+            })
+            .set(1);
+    }
+
+    pub fn config_rejected(&self) {
+        self.0
+            .reloads
+            .get_or_create(&ResultLabel {
+                result: ResultKind::failed,
+            })
+            .inc();
+    }
+
+    pub fn broker_error(&self) {
+        self.0.broker_errors.inc();
+    }
+
+    /// The Prometheus text exposition. Gauges that are cheaper to read than
+    /// to maintain are passed in at scrape time.
+    pub fn render(&self, channels: usize, buffered: usize, broker_up: bool) -> String {
+        let i = &self.0;
+        i.channels.set(i64::try_from(channels).unwrap_or(i64::MAX));
+        i.buffered.set(i64::try_from(buffered).unwrap_or(i64::MAX));
+        i.broker_up.set(i64::from(broker_up));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &i.registry);
+        out
     }
 }
 
-/// Decrements the held-polls gauge on drop, whatever ended the poll.
+/// Decrements the held-polls gauges on drop, whatever ended the poll.
 pub struct HeldGuard {
-    held: Arc<watch::Sender<usize>>,
+    metrics: Metrics,
+    gauge: Gauge,
 }
 
 impl Drop for HeldGuard {
     fn drop(&mut self) {
-        self.held.send_modify(|n| *n = n.saturating_sub(1));
+        self.gauge.dec();
+        self.metrics
+            .0
+            .held_total
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }

@@ -24,6 +24,8 @@ pub use params::{ParamError, PollParams};
 
 /// What a poll handler needs from the running instance.
 pub struct PollContext<'a> {
+    /// The route's name, for metrics.
+    pub route: &'a str,
     pub broker: &'a Broker,
     pub poll: PollConfig,
     pub buffer: BufferConfig,
@@ -76,7 +78,7 @@ pub async fn handle<B>(
         Method::GET | Method::HEAD => match hold(&req, rest, &cx).await {
             Ok(resp) => resp,
             Err(e) => {
-                cx.metrics.poll_ended(PollOutcome::Rejected);
+                cx.metrics.poll_ended(PollOutcome::rejected_invalid);
                 h::error_response(&e)
             }
         },
@@ -109,7 +111,7 @@ async fn hold<B>(
     };
     let max = params.max.unwrap_or(1);
     let mut outcome = OutcomeGuard::new(cx.metrics);
-    let _held = cx.metrics.hold();
+    let _held = cx.metrics.hold(cx.route);
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
 
@@ -117,25 +119,21 @@ async fn hold<B>(
         let read = match sub.read(cursor, max).await {
             Ok(read) => read,
             Err(e) => {
-                outcome.set(PollOutcome::Error);
+                outcome.set(PollOutcome::error);
                 return Err(e.into());
             }
         };
-        if let Some(first) = read.messages.first() {
+        if !read.messages.is_empty() {
             outcome.set(if read.gap {
-                PollOutcome::Gap
+                PollOutcome::gap
             } else {
-                PollOutcome::Message
+                PollOutcome::message
             });
-            let body = match params.max {
-                None => render::single(first, read.gap),
-                Some(_) => render::batch(&read.messages, read.gap),
-            };
-            return Ok(answer(body));
+            return Ok(deliver(&read, params.max.is_some(), cx));
         }
         if read.gap {
             // Nothing left to send, but the client must learn it missed some.
-            outcome.set(PollOutcome::Gap);
+            outcome.set(PollOutcome::gap);
             return Ok(answer(render::timeout(sub.timeout_mark().await, true)));
         }
         tokio::select! {
@@ -145,8 +143,32 @@ async fn hold<B>(
             _ = cx.shutdown.cancelled() => break,
         }
     }
-    outcome.set(PollOutcome::Timeout);
+    // A last look: a message found now was accepted but its wakeup never
+    // reached us. Deliver it, and make the broken wakeup visible.
+    if let Ok(read) = sub.read(cursor, max).await {
+        if !read.messages.is_empty() {
+            cx.metrics.wakeup_missed();
+            tracing::warn!(channel = %channel, "held poll was not woken for an accepted message");
+            outcome.set(PollOutcome::message);
+            return Ok(deliver(&read, params.max.is_some(), cx));
+        }
+    }
+    outcome.set(PollOutcome::timeout);
     Ok(answer(render::timeout(sub.timeout_mark().await, false)))
+}
+
+fn deliver(read: &crate::broker::Read, batch: bool, cx: &PollContext<'_>) -> Response<Body> {
+    let (body, count) = match (batch, read.messages.first()) {
+        (false, Some(first)) => (render::single(first, read.gap), 1),
+        _ => (render::batch(&read.messages, read.gap), read.messages.len()),
+    };
+    if let Some(first) = read.messages.first() {
+        let age = crate::broker::Timestamp::now()
+            .0
+            .saturating_sub(first.timestamp.0);
+        cx.metrics.delivered(count as u64, age as f64 / 1e6);
+    }
+    answer(body)
 }
 
 fn answer(body: Bytes) -> Response<Body> {
@@ -176,7 +198,7 @@ impl<'a> OutcomeGuard<'a> {
 impl Drop for OutcomeGuard<'_> {
     fn drop(&mut self) {
         self.metrics
-            .poll_ended(self.outcome.unwrap_or(PollOutcome::ClientGone));
+            .poll_ended(self.outcome.unwrap_or(PollOutcome::client_gone));
     }
 }
 

@@ -67,6 +67,8 @@ impl Cors {
 /// One entry of `routes:`.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// `[host]prefix`: the route's name in logs and metrics labels.
+    pub name: String,
     pub prefix: String,
     /// `None` accepts every method.
     pub methods: Option<Vec<Method>>,
@@ -76,11 +78,22 @@ pub struct Route {
 }
 
 impl Route {
-    /// Short name used in logs and metrics labels.
-    pub fn name(&self) -> String {
-        match &self.host {
-            Some(h) => format!("{h}{}", self.prefix),
-            None => self.prefix.clone(),
+    pub fn new(
+        prefix: String,
+        methods: Option<Vec<Method>>,
+        host: Option<String>,
+        action: RouteAction,
+    ) -> Route {
+        let name = match &host {
+            Some(h) => format!("{h}{prefix}"),
+            None => prefix.clone(),
+        };
+        Route {
+            name,
+            prefix,
+            methods,
+            host,
+            action,
         }
     }
 
@@ -180,15 +193,11 @@ mod tests {
     }
 
     fn proxy(prefix: &str, up: &str) -> Route {
-        Route {
-            prefix: prefix.into(),
-            methods: None,
-            host: None,
-            action: RouteAction::Proxy {
-                upstream: upstream(up),
-                timeout: Duration::from_secs(1),
-            },
-        }
+        let action = RouteAction::Proxy {
+            upstream: upstream(up),
+            timeout: Duration::from_secs(1),
+        };
+        Route::new(prefix.into(), None, None, action)
     }
 
     fn target(table: &RouteTable, method: Method, host: Option<&str>, path: &str) -> String {
@@ -206,10 +215,12 @@ mod tests {
         let table = RouteTable::new(vec![
             proxy("/", "root"),
             proxy("/api/", "api"),
-            Route {
-                action: RouteAction::Poll(PollRoute::default()),
-                ..proxy("/api/poll/", "")
-            },
+            Route::new(
+                "/api/poll/".into(),
+                None,
+                None,
+                RouteAction::Poll(PollRoute::default()),
+            ),
         ]);
         assert_eq!(target(&table, Method::GET, None, "/api/poll/news"), "poll");
         assert_eq!(target(&table, Method::GET, None, "/api/users"), "api");

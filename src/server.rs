@@ -18,7 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::defaults::ACCEPT_ERROR_BACKOFF;
 use crate::http::Body;
@@ -26,6 +26,8 @@ use crate::http::Body;
 /// Connection settings applied to every accepted connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnSettings {
+    /// "public" or "webhook", for logs.
+    pub name: &'static str,
     pub header_timeout: Duration,
 }
 
@@ -78,11 +80,15 @@ pub async fn run<H, F>(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(peer = %peer, error = %e, "connection ended with an error");
+        let span = tracing::debug_span!("conn", listener = settings.name, peer = %peer);
+        tokio::spawn(
+            async move {
+                if let Err(e) = conn.await {
+                    debug!(error = %e, "connection ended with an error");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
     // Dropping the listener here closes the socket: new connections are refused.
     drop(listener);

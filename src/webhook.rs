@@ -56,7 +56,7 @@ pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<
     let method = req.method().clone();
     let (allowed, resp) = match path.as_str() {
         "/publish" => ("POST", (method == Method::POST).then_some(())),
-        "/healthz" | "/readyz" => (
+        "/healthz" | "/readyz" | "/metrics" => (
             "GET, HEAD",
             matches!(method, Method::GET | Method::HEAD).then_some(()),
         ),
@@ -77,12 +77,24 @@ pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<
         "/publish" => publish::batch(req, &cx).await,
         "/healthz" => h::json(StatusCode::OK, r#"{"status":"ok"}"#),
         "/readyz" => readyz(&cx),
+        "/metrics" => metrics(&cx),
         p => match (p.strip_prefix("/publish/"), p.strip_prefix("/channels/")) {
             (Some(channel), _) => publish::one(req, channel, &cx).await,
             (_, Some(channel)) => channel_info(channel, &cx),
             _ => h::error_response(&RouteError::NotFound),
         },
     }
+}
+
+fn metrics(cx: &WebhookContext<'_>) -> Response<Body> {
+    let (channels, buffered) = cx.broker.totals();
+    let text = cx.metrics.render(channels, buffered, cx.broker.is_ready());
+    let mut resp = Response::new(h::full(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 fn readyz(cx: &WebhookContext<'_>) -> Response<Body> {

@@ -30,7 +30,8 @@ pub(super) fn from_yaml(text: &str) -> Result<Config, Vec<ConfigError>> {
     let mut v = Validator::default();
     let config = v.config(raw);
     if v.errors.is_empty() {
-        if let Some(config) = config {
+        if let Some(mut config) = config {
+            config.source_hash = hash(text);
             return Ok(config);
         }
     }
@@ -41,6 +42,14 @@ pub(super) fn from_yaml(text: &str) -> Result<Config, Vec<ConfigError>> {
     }
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     Err(errors)
+}
+
+/// A stable hash of the text (SipHash with fixed keys), as 16 hex digits.
+fn hash(text: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 fn error(path: &str, line: Option<usize>, message: &str) -> ConfigError {
@@ -139,6 +148,7 @@ impl Validator {
             broker,
             shutdown,
             server: ServerConfig { header_timeout },
+            source_hash: String::new(),
         })
     }
 
@@ -267,12 +277,7 @@ impl Validator {
             let Some(action) = self.action(&path, r, upstreams) else {
                 continue;
             };
-            routes.push(Route {
-                prefix: r.prefix.clone(),
-                methods,
-                host,
-                action,
-            });
+            routes.push(Route::new(r.prefix.clone(), methods, host, action));
         }
         RouteTable::new(routes)
     }

@@ -1,0 +1,334 @@
+//! Operations: metrics that move, health endpoints, and the signal-driven
+//! lifecycle of the real binary.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+/// `name{labels}` -> value, from the Prometheus text format.
+fn scrape(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn metrics(pg: &Pollgate) -> HashMap<String, f64> {
+    let reply = get(&pg.hook("/metrics")).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(
+        reply.body.contains("# HELP pollgate_polls_held"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("# TYPE pollgate_polls counter"),
+        "{}",
+        reply.body
+    );
+    scrape(&reply.body)
+}
+
+fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_with_polls_publishes_and_proxied_requests() {
+    let up = Upstream::start("app").await;
+    let pg = Pollgate::start(&yaml(Some(up.addr), "")).await;
+    let before = metrics(&pg).await;
+    assert_eq!(value(&before, "pollgate_config_generation"), 0.0);
+
+    let held = tokio::spawn({
+        let url = pg.url("/api/poll/m?timeout=30");
+        async move { get(&url).await }
+    });
+    pg.held(1).await;
+    let during = metrics(&pg).await;
+    assert_eq!(
+        value(&during, "pollgate_polls_held{route=\"/api/poll/\"}"),
+        1.0
+    );
+    assert_eq!(value(&during, "pollgate_channels"), 1.0);
+
+    pg.publish("m", json!({"x": 1})).await;
+    held.await.unwrap();
+    get(&pg.url("/api/poll/m?timeout=0")).await;
+    get(&pg.url("/api/poll/bad%2Fname")).await;
+    post_json(&pg.hook("/publish/m"), "not json").await;
+    get(&pg.url("/api/things")).await;
+    get(&pg.url("/teapot")).await;
+
+    let after = metrics(&pg).await;
+    assert_eq!(
+        value(&after, "pollgate_polls_held{route=\"/api/poll/\"}"),
+        0.0
+    );
+    assert_eq!(
+        value(&after, "pollgate_polls_total{outcome=\"message\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "pollgate_polls_total{outcome=\"timeout\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "pollgate_polls_total{outcome=\"rejected_invalid\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "pollgate_publishes_total{result=\"accepted\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "pollgate_publishes_total{result=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(value(&after, "pollgate_messages_delivered_total"), 1.0);
+    assert_eq!(
+        value(&after, "pollgate_delivery_latency_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "pollgate_proxy_requests_total{route=\"/\",class=\"2xx\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "pollgate_proxy_requests_total{route=\"/\",class=\"4xx\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "pollgate_proxy_duration_seconds_count{route=\"/\"}"),
+        2.0
+    );
+    assert_eq!(value(&after, "pollgate_buffered_messages"), 1.0);
+    assert_eq!(value(&after, "pollgate_wakeups_missed_total"), 0.0);
+    assert_eq!(value(&after, "pollgate_broker_up"), 1.0);
+}
+
+#[tokio::test]
+async fn upstream_errors_and_reloads_are_counted() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut pg = Pollgate::start(&yaml(Some(dead), "")).await;
+    assert_eq!(get(&pg.url("/x")).await.status, 502);
+    pg.rewrite(&yaml(Some(dead), "poll: { default_timeout: 5s }\n"))
+        .await;
+    pg.rewrite("not: [valid").await;
+    let m = metrics(&pg).await;
+    assert_eq!(
+        value(
+            &m,
+            "pollgate_upstream_errors_total{upstream=\"app\",kind=\"connect\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pollgate_proxy_requests_total{route=\"/\",class=\"5xx\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "pollgate_config_reloads_total{result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "pollgate_config_reloads_total{result=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(value(&m, "pollgate_config_generation"), 1.0);
+    assert_eq!(
+        m.keys()
+            .filter(|k| k.starts_with("pollgate_config_info{"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_hold_is_its_own_outcome() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    let addr = pg.public;
+    let w = tokio::spawn(async move { raw_get(addr, "/api/poll/g?timeout=30").await });
+    pg.held(1).await;
+    w.abort();
+    pg.held(0).await;
+    let m = metrics(&pg).await;
+    assert_eq!(
+        value(&m, "pollgate_polls_total{outcome=\"client_gone\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn health_endpoints_live_only_on_the_webhook_listener() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    assert_eq!(get(&pg.hook("/healthz")).await.json()["status"], "ok");
+    assert_eq!(get(&pg.hook("/readyz")).await.status, 200);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            get(&pg.url(path)).await.status,
+            404,
+            "{path} on the public listener"
+        );
+    }
+}
+
+/// The real binary, started with a config file; addresses read from its
+/// JSON log.
+struct Binary {
+    child: Child,
+    public: std::net::SocketAddr,
+    webhook: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    fn start(yaml: &str) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pollgate.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pollgate"))
+            .arg("--config")
+            .arg(&path)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info,pollgate::access=warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let (public, webhook) = loop {
+            let line = lines
+                .next()
+                .expect("pollgate exited before listening")
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "pollgate listening" {
+                break (
+                    v["public"].as_str().unwrap().parse().unwrap(),
+                    v["webhook"].as_str().unwrap().parse().unwrap(),
+                );
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Binary {
+            child,
+            public,
+            webhook,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    async fn exit_code(mut self, within: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pollgate did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn held_in_metrics(webhook: std::net::SocketAddr, n: f64) {
+    let url = format!("http://{webhook}/metrics");
+    for _ in 0..500 {
+        let m = scrape(&get(&url).await.body);
+        if value(&m, "pollgate_polls_held{route=\"/api/poll/\"}") == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never saw {n} held polls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_held_polls_and_drains_proxied_requests() {
+    let up = Upstream::start("app").await;
+    let bin = Binary::start(&yaml(Some(up.addr), ""));
+    let public = bin.public;
+    let polls: Vec<_> = (0..1000)
+        .map(|i| {
+            tokio::spawn(async move {
+                raw_get(public, &format!("/api/poll/t{}?timeout=60", i % 10)).await
+            })
+        })
+        .collect();
+    held_in_metrics(bin.webhook, 1000.0).await;
+    let slow = tokio::spawn(async move { raw_get(public, "/slow?ms=1500").await });
+    // The slow request is in flight once the upstream has it; give it a head start.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = tokio::time::Instant::now();
+    bin.signal("TERM");
+    for p in polls {
+        let (status, body) = p.await.unwrap().unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("\"status\":\"timeout\""), "{body}");
+    }
+    let answered = signalled.elapsed();
+    assert!(
+        answered < Duration::from_secs(1),
+        "held polls took {answered:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(public).await.is_err(),
+        "new connections are refused"
+    );
+    let (status, _) = slow.await.unwrap().unwrap();
+    assert_eq!(status, 200, "the in-flight proxied request completed");
+    assert_eq!(bin.exit_code(Duration::from_secs(10)).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let up = Upstream::start("app").await;
+    let bin = Binary::start(&yaml(Some(up.addr), "shutdown: { drain_timeout: 30s }\n"));
+    let public = bin.public;
+    let slow = tokio::spawn(async move { raw_get(public, "/slow?ms=20000").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bin.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bin.signal("INT");
+    assert_eq!(bin.exit_code(Duration::from_secs(3)).await, Some(130));
+    slow.abort();
+}
