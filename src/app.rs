@@ -26,7 +26,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::defaults;
 use crate::http::{self as h, Body, Fault, HttpError};
 use crate::metrics::Metrics;
-use crate::poll::{self, PollContext};
+use crate::poll::{self, Admission, Authorizer, PollContext};
 use crate::proxy::{self, Clients, Peer};
 use crate::routes::{NoRoute, RouteAction};
 use crate::server::{self, ConnSettings};
@@ -82,6 +82,8 @@ struct Active {
 
 struct Shared {
     active: ArcSwap<Active>,
+    admission: Arc<Admission>,
+    authorizer: Authorizer,
     broker: Broker,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -127,6 +129,8 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     let shared = Arc::new(Shared {
         broker: Broker::new(&config.broker),
         active: ArcSwap::from_pointee(Active { config, clients }),
+        admission: Arc::default(),
+        authorizer: Authorizer::default(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
@@ -199,7 +203,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
 fn build_clients(config: &Config, previous: Option<&Clients>) -> Clients {
     let upstreams = config.routes.iter().filter_map(|r| match &r.action {
         RouteAction::Proxy { upstream, .. } => Some(upstream),
-        RouteAction::Poll(_) => None,
+        RouteAction::Poll(poll) => poll.authorize.as_ref().map(|a| &a.upstream),
     });
     Clients::build(upstreams, previous, defaults::UPSTREAM_POOL_IDLE)
 }
@@ -325,11 +329,17 @@ async fn public_request(
             RouteAction::Poll(poll_route) => {
                 let cx = PollContext {
                     route: &route.name,
+                    config: &active.config,
                     broker: &shared.broker,
-                    poll: active.config.poll,
-                    buffer: active.config.buffer,
                     metrics: &shared.metrics,
                     shutdown: &shared.shutdown,
+                    admission: &shared.admission,
+                    authorizer: &shared.authorizer,
+                    clients: &active.clients,
+                    peer: Peer {
+                        addr: peer,
+                        proto: "http",
+                    },
                 };
                 let rest = path.get(route.prefix.len()..).unwrap_or_default();
                 let resp = Box::pin(poll::handle(req, poll_route, rest, cx)).await;

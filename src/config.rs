@@ -29,6 +29,11 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub shutdown: ShutdownConfig,
     pub server: ServerConfig,
+    pub limits: Limits,
+    /// How a poll's client is identified (per-route override in the route).
+    pub client_id: ClientIdSource,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Hash of the file's text, to tell which config an instance runs.
     pub source_hash: String,
 }
@@ -38,6 +43,47 @@ pub struct WebhookConfig {
     pub listen: SocketAddr,
     /// Largest publish body, in bytes.
     pub max_body: u64,
+    /// Bearer token every webhook request but /healthz must carry.
+    pub token: Option<Token>,
+}
+
+/// A secret. Its `Debug` never shows it, so it cannot leak into a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(secret: String) -> Token {
+        Token(secret)
+    }
+
+    /// Constant-time comparison against what a client sent.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(offered).into()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Caps on held polls, checked before a poll is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_per_client: usize,
+    pub max_per_channel: usize,
+    pub max_total: usize,
+}
+
+/// Where a poll's client id comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdSource {
+    /// The client address (after `trusted_proxies`), ignoring any header.
+    Addr,
+    /// This header when present, else the client address.
+    Header(http::HeaderName),
 }
 
 /// Poll hold durations.

@@ -66,3 +66,39 @@ pub const CHANNEL_NAME_MAX: usize = 200;
 /// Pause after a failed accept (out of file descriptors, usually) before
 /// trying again, so the loop does not spin while the condition lasts.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Held polls one client may have at once: browsers open at most 6
+/// connections per host, so a well-behaved page never needs more.
+pub const LIMIT_MAX_PER_CLIENT: usize = 6;
+
+/// Held polls on one channel.
+pub const LIMIT_MAX_PER_CHANNEL: usize = 10_000;
+
+/// Held polls in the whole instance (each costs a socket and a little memory).
+pub const LIMIT_MAX_TOTAL: usize = 100_000;
+
+/// `Retry-After` on a 429: a client retrying after a second finds a freed slot
+/// as soon as any poll ends, and 1 s keeps a crowd from hammering.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Request header fields allowed per request (hyper's default, stated here).
+pub const MAX_HEADERS: usize = 100;
+
+/// Largest request head (431 beyond).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Longest client id header value accepted.
+pub const CLIENT_ID_MAX: usize = 128;
+
+/// Header the client id is read from by default (existing clients send it).
+pub const CLIENT_ID_HEADER: &str = "x-client-id";
+
+/// Default `authorize.timeout`: an auth check is a quick lookup.
+pub const AUTHORIZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most (client, channel) authorizations remembered at once; beyond it the
+/// expired ones are dropped, then new ones are simply not cached.
+pub const AUTHORIZE_CACHE_MAX: usize = 100_000;
+
+/// Default CORS preflight cache time.
+pub const CORS_MAX_AGE: Duration = Duration::from_secs(600);

@@ -79,7 +79,14 @@ pub fn error_response(err: &impl HttpError) -> Response<Body> {
             "internal error".to_owned()
         }
     };
-    json(status, error_body(&message))
+    let mut resp = json(status, error_body(&message));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(crate::defaults::RETRY_AFTER_SECS),
+        );
+    }
+    resp
 }
 
 /// The `{"error": ...}` body, escaped properly.

@@ -6,6 +6,9 @@
 //! receiver), one timer, and a clone of the shutdown token. No task, no
 //! polling loop. Dropping the future (the client went away) frees all three.
 
+mod admit;
+mod authorize;
+mod identity;
 mod params;
 mod render;
 
@@ -14,23 +17,33 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::broker::{Broker, BrokerError, Cursor};
-use crate::config::{BufferConfig, PollConfig};
+use crate::config::Config;
 use crate::http::{self as h, Body, Fault, HttpError};
 use crate::metrics::{Metrics, PollOutcome};
+use crate::proxy::{Clients, Peer, ProxyError};
 use crate::routes::{Cors, PollRoute};
 
+pub use admit::{Admission, LimitError, Permit};
+pub use authorize::Authorizer;
+pub use identity::BadClientId;
 pub use params::{ParamError, PollParams};
 
 /// What a poll handler needs from the running instance.
 pub struct PollContext<'a> {
     /// The route's name, for metrics.
     pub route: &'a str,
+    /// The snapshot this request runs under.
+    pub config: &'a Config,
     pub broker: &'a Broker,
-    pub poll: PollConfig,
-    pub buffer: BufferConfig,
     pub metrics: &'a Metrics,
     pub shutdown: &'a CancellationToken,
+    pub admission: &'a Arc<Admission>,
+    pub authorizer: &'a Authorizer,
+    pub clients: &'a Clients,
+    pub peer: Peer,
 }
 
 /// Why a poll was not held.
@@ -42,21 +55,42 @@ pub enum PollError {
     Method,
     #[error("broker unavailable")]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error(transparent)]
+    ClientId(#[from] BadClientId),
+    #[error("authorization check failed: the app answered {0}")]
+    AuthStatus(StatusCode),
+    #[error("authorization check failed: {0}")]
+    AuthUpstream(ProxyError),
+    /// The app refused (401/403); its own answer is passed to the client.
+    #[error("not authorized")]
+    Denied(Response<Body>),
 }
 
 impl HttpError for PollError {
     fn status(&self) -> StatusCode {
         match self {
-            PollError::Param(_) => StatusCode::BAD_REQUEST,
+            PollError::Param(_) | PollError::ClientId(_) => StatusCode::BAD_REQUEST,
             PollError::Method => StatusCode::METHOD_NOT_ALLOWED,
             PollError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PollError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
+            PollError::AuthStatus(_) => StatusCode::BAD_GATEWAY,
+            PollError::AuthUpstream(e) => e.status(),
+            PollError::Denied(resp) => resp.status(),
         }
     }
 
     fn fault(&self) -> Fault {
         match self {
-            PollError::Param(_) | PollError::Method => Fault::Client,
-            PollError::Broker(_) => Fault::Upstream,
+            PollError::Param(_)
+            | PollError::Method
+            | PollError::Limit(_)
+            | PollError::ClientId(_)
+            | PollError::Denied(_) => Fault::Client,
+            PollError::Broker(_) | PollError::AuthStatus(_) | PollError::AuthUpstream(_) => {
+                Fault::Upstream
+            }
         }
     }
 }
@@ -75,12 +109,9 @@ pub async fn handle<B>(
         .map(str::to_owned);
     let mut resp = match *req.method() {
         Method::OPTIONS => preflight(req.headers(), route.cors.as_ref()),
-        Method::GET | Method::HEAD => match hold(&req, rest, &cx).await {
+        Method::GET | Method::HEAD => match hold(&req, route, rest, &cx).await {
             Ok(resp) => resp,
-            Err(e) => {
-                cx.metrics.poll_ended(PollOutcome::rejected_invalid);
-                h::error_response(&e)
-            }
+            Err(e) => rejected(e, &cx),
         },
         _ => {
             let mut resp = h::error_response(&PollError::Method);
@@ -97,14 +128,62 @@ pub async fn handle<B>(
     resp
 }
 
+/// The answer to a poll that was not held, and its metrics.
+fn rejected(e: PollError, cx: &PollContext<'_>) -> Response<Body> {
+    match e {
+        PollError::Limit(limit) => {
+            cx.metrics.poll_ended(PollOutcome::rejected_limit);
+            if let Some(suppressed) = cx.admission.should_log() {
+                tracing::warn!(limit = %limit, suppressed, "poll refused by a limit");
+            }
+            h::error_response(&PollError::Limit(limit))
+        }
+        PollError::Denied(resp) => {
+            cx.metrics.poll_ended(PollOutcome::rejected_invalid);
+            resp
+        }
+        PollError::Broker(_) => {
+            cx.metrics.poll_ended(PollOutcome::error);
+            cx.metrics.broker_error();
+            h::error_response(&e)
+        }
+        other => {
+            cx.metrics.poll_ended(PollOutcome::rejected_invalid);
+            h::error_response(&other)
+        }
+    }
+}
+
 async fn hold<B>(
     req: &Request<B>,
+    route: &PollRoute,
     rest: &str,
     cx: &PollContext<'_>,
 ) -> Result<Response<Body>, PollError> {
     let channel = params::channel(rest)?;
-    let params = params::parse(req.uri().query(), &cx.poll)?;
-    let mut sub = cx.broker.subscribe(&channel, cx.buffer).await?;
+    let params = params::parse(req.uri().query(), &cx.config.poll)?;
+    let addr = identity::client_addr(cx.peer.addr.ip(), req.headers(), &cx.config.trusted_proxies);
+    let source = route.client_id.as_ref().unwrap_or(&cx.config.client_id);
+    let client = identity::client_id(source, req.headers(), addr)?;
+    // Limits first: cheap, and they shield the authorization upstream too.
+    let _permit = cx
+        .admission
+        .admit(client.clone(), &channel, cx.config.limits)?;
+    if let Some(auth) = &route.authorize {
+        let checked = cx
+            .authorizer
+            .check(auth, cx.clients, req.headers(), &channel, &client, cx.peer)
+            .await;
+        match checked {
+            Ok(()) => {}
+            Err(authorize::AuthError::Denied(resp)) => return Err(PollError::Denied(resp)),
+            Err(authorize::AuthError::Unexpected(status)) => {
+                return Err(PollError::AuthStatus(status))
+            }
+            Err(authorize::AuthError::Upstream(e)) => return Err(PollError::AuthUpstream(e)),
+        }
+    }
+    let mut sub = cx.broker.subscribe(&channel, cx.config.buffer).await?;
     let cursor = match params.cursor {
         Some(c) => c,
         None => Cursor::After(sub.head().await?),

@@ -178,33 +178,7 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, h::stream(body));
 
-    let Some(client) = clients.get(upstream) else {
-        // Clients are built from the same config snapshot as the routes,
-        // so this is unreachable unless that wiring breaks.
-        return Err(ProxyError::Unconfigured(upstream.name.clone()));
-    };
-    let name = || upstream.name.clone();
-    let mut resp = match tokio::time::timeout(timeout, client.request(out)).await {
-        Err(_) => {
-            return Err(ProxyError::Timeout {
-                upstream: name(),
-                after: timeout,
-            })
-        }
-        Ok(Err(e)) if e.is_connect() => {
-            return Err(ProxyError::Connect {
-                upstream: name(),
-                source: e,
-            })
-        }
-        Ok(Err(e)) => {
-            return Err(ProxyError::Failed {
-                upstream: name(),
-                source: e,
-            })
-        }
-        Ok(Ok(resp)) => resp,
-    };
+    let mut resp = send(clients, upstream, out, timeout).await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -217,6 +191,71 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     Ok(Response::from_parts(parts, h::stream(body)))
+}
+
+/// Sends a body-less `GET path_and_query` to `upstream` carrying the
+/// client's end-to-end headers: the authorization check of poll routes.
+///
+/// # Errors
+/// As [`forward`].
+pub async fn subrequest(
+    clients: &Clients,
+    upstream: &Upstream,
+    path_and_query: &str,
+    client_headers: &http::HeaderMap,
+    timeout: Duration,
+    peer: Peer,
+) -> Result<Response<Incoming>, ProxyError> {
+    let mut headers = client_headers.clone();
+    headers::strip_hop_by_hop(&mut headers, false);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_TYPE);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    add_forwarded(&mut headers, peer.addr.ip(), peer.proto, host.as_deref());
+    let uri = Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(ProxyError::BadTarget)?;
+    let mut req = Request::new(h::empty());
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    send(clients, upstream, req, timeout).await
+}
+
+/// Sends a prepared request; the one place that maps client errors to
+/// [`ProxyError`]s.
+async fn send(
+    clients: &Clients,
+    upstream: &Upstream,
+    req: Request<Body>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, ProxyError> {
+    let Some(client) = clients.get(upstream) else {
+        // Clients are built from the same config snapshot as the routes,
+        // so this is unreachable unless that wiring breaks.
+        return Err(ProxyError::Unconfigured(upstream.name.clone()));
+    };
+    let name = || upstream.name.clone();
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => Err(ProxyError::Timeout {
+            upstream: name(),
+            after: timeout,
+        }),
+        Ok(Err(e)) if e.is_connect() => Err(ProxyError::Connect {
+            upstream: name(),
+            source: e,
+        }),
+        Ok(Err(e)) => Err(ProxyError::Failed {
+            upstream: name(),
+            source: e,
+        }),
+        Ok(Ok(resp)) => Ok(resp),
+    }
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection

@@ -38,6 +38,20 @@ pub enum RouteAction {
 #[derive(Debug, Clone, Default)]
 pub struct PollRoute {
     pub cors: Option<Cors>,
+    /// Overrides the top-level `client_id`.
+    pub client_id: Option<crate::config::ClientIdSource>,
+    pub authorize: Option<Authorize>,
+}
+
+/// Ask the app whether a client may poll a channel (nginx's auth_request).
+#[derive(Debug, Clone)]
+pub struct Authorize {
+    pub upstream: Arc<Upstream>,
+    /// Path the check is sent to, as `GET {path}?channel={channel}`.
+    pub path: String,
+    pub timeout: Duration,
+    /// How long a 2xx for (client, credentials, channel) is remembered; 0 = never.
+    pub cache: Duration,
 }
 
 /// CORS answer for a poll route (browsers on another origin poll through us).

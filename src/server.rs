@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use crate::defaults::ACCEPT_ERROR_BACKOFF;
+use crate::defaults::{ACCEPT_ERROR_BACKOFF, MAX_HEADERS, MAX_HEADER_BYTES};
 use crate::http::Body;
 
 /// Connection settings applied to every accepted connection.
@@ -37,8 +37,13 @@ fn builder(settings: ConnSettings) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     builder
 }
 

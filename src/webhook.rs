@@ -33,6 +33,8 @@ enum RouteError {
     Method,
     #[error("unknown channel")]
     UnknownChannel,
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
 }
 
 impl HttpError for RouteError {
@@ -40,12 +42,16 @@ impl HttpError for RouteError {
         match self {
             RouteError::NotFound | RouteError::UnknownChannel => StatusCode::NOT_FOUND,
             RouteError::Method => StatusCode::METHOD_NOT_ALLOWED,
+            RouteError::Unauthorized => StatusCode::UNAUTHORIZED,
         }
     }
 
     fn fault(&self) -> Fault {
         match self {
-            RouteError::NotFound | RouteError::Method | RouteError::UnknownChannel => Fault::Client,
+            RouteError::NotFound
+            | RouteError::Method
+            | RouteError::UnknownChannel
+            | RouteError::Unauthorized => Fault::Client,
         }
     }
 }
@@ -53,6 +59,15 @@ impl HttpError for RouteError {
 /// Routes one webhook request.
 pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    if let Some(token) = &cx.config.webhook.token {
+        // Liveness probes carry no credentials; everything else does.
+        if path != "/healthz" && !authorized(token, req.headers()) {
+            let mut resp = h::error_response(&RouteError::Unauthorized);
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
     let method = req.method().clone();
     let (allowed, resp) = match path.as_str() {
         "/publish" => ("POST", (method == Method::POST).then_some(())),
@@ -84,6 +99,14 @@ pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<
             _ => h::error_response(&RouteError::NotFound),
         },
     }
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time.
+fn authorized(token: &crate::config::Token, headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|offered| token.matches(offered))
 }
 
 fn metrics(cx: &WebhookContext<'_>) -> Response<Body> {

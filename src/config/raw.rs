@@ -24,6 +24,40 @@ pub struct RawConfig {
     pub broker: Option<RawBroker>,
     pub shutdown: Option<RawShutdown>,
     pub server: Option<RawServer>,
+    pub limits: Option<RawLimits>,
+    pub client_id: Option<RawClientId>,
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_per_client: Option<usize>,
+    pub max_per_channel: Option<usize>,
+    pub max_total: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientId {
+    pub from: RawClientIdFrom,
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawClientIdFrom {
+    Header,
+    Addr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorize {
+    pub upstream: String,
+    pub path: String,
+    pub timeout: Option<Duration>,
+    pub cache: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +65,8 @@ pub struct RawConfig {
 pub struct RawWebhook {
     pub listen: Option<String>,
     pub max_body: Option<ByteSize>,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +91,8 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawPollRoute {
     pub cors: Option<RawCors>,
+    pub client_id: Option<RawClientId>,
+    pub authorize: Option<RawAuthorize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,13 +10,16 @@ use http::uri::{Scheme, Uri};
 use http::Method;
 
 use super::locate::Lines;
-use super::raw::{RawBrokerKind, RawConfig, RawCors, RawRoute, RawUpstream};
+use super::raw::{
+    RawAuthorize, RawBrokerKind, RawClientId, RawClientIdFrom, RawConfig, RawCors, RawRoute,
+    RawUpstream, RawWebhook,
+};
 use super::{
-    BrokerConfig, BufferConfig, Config, ConfigError, PollConfig, ServerConfig, ShutdownConfig,
-    WebhookConfig,
+    BrokerConfig, BufferConfig, ClientIdSource, Config, ConfigError, Limits, PollConfig,
+    ServerConfig, ShutdownConfig, Token, WebhookConfig,
 };
 use crate::defaults;
-use crate::routes::{Cors, PollRoute, Route, RouteAction, RouteTable, Upstream};
+use crate::routes::{Authorize, Cors, PollRoute, Route, RouteAction, RouteTable, Upstream};
 
 pub(super) fn from_yaml(text: &str) -> Result<Config, Vec<ConfigError>> {
     if text.trim().is_empty() {
@@ -52,6 +55,10 @@ fn hash(text: &str) -> String {
     format!("{:016x}", h.finish())
 }
 
+fn default_client_id() -> ClientIdSource {
+    ClientIdSource::Header(http::HeaderName::from_static(defaults::CLIENT_ID_HEADER))
+}
+
 fn error(path: &str, line: Option<usize>, message: &str) -> ConfigError {
     ConfigError {
         path: path.to_owned(),
@@ -83,6 +90,15 @@ impl Validator {
             .map_or(defaults::WEBHOOK_MAX_BODY, |b| b.0);
         if max_body == 0 {
             self.fail("webhook.max_body", "must be more than 0 bytes");
+        }
+        let token = self.token(&raw_webhook);
+        if let Some(addr) = webhook_listen {
+            if !addr.ip().is_loopback() && token.is_none() {
+                self.fail(
+                    "webhook.listen",
+                    format!("{addr} is reachable from other hosts: set webhook.token (or token_env) so only your app can publish"),
+                );
+            }
         }
 
         let upstreams = self.upstreams(&raw.upstreams);
@@ -136,11 +152,44 @@ impl Validator {
             self.fail("server.header_timeout", "must be longer than 0s");
         }
 
+        let raw_limits = raw.limits.unwrap_or_default();
+        let limits = Limits {
+            max_per_client: raw_limits
+                .max_per_client
+                .unwrap_or(defaults::LIMIT_MAX_PER_CLIENT),
+            max_per_channel: raw_limits
+                .max_per_channel
+                .unwrap_or(defaults::LIMIT_MAX_PER_CHANNEL),
+            max_total: raw_limits.max_total.unwrap_or(defaults::LIMIT_MAX_TOTAL),
+        };
+        for (key, value) in [
+            ("limits.max_per_client", limits.max_per_client),
+            ("limits.max_per_channel", limits.max_per_channel),
+            ("limits.max_total", limits.max_total),
+        ] {
+            if value == 0 {
+                self.fail(key, "must be at least 1");
+            }
+        }
+        let client_id = match &raw.client_id {
+            Some(c) => self.client_id("client_id", c),
+            None => Some(default_client_id()),
+        }
+        .unwrap_or_else(default_client_id);
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, p)| self.cidr(&format!("trusted_proxies[{i}]"), p))
+            .collect();
+
         Some(Config {
             listen: listen?,
             webhook: WebhookConfig {
                 listen: webhook_listen?,
                 max_body,
+                token,
             },
             routes,
             poll,
@@ -148,6 +197,9 @@ impl Validator {
             broker,
             shutdown,
             server: ServerConfig { header_timeout },
+            limits,
+            client_id,
+            trusted_proxies,
             source_hash: String::new(),
         })
     }
@@ -333,7 +385,19 @@ impl Validator {
                     .cors
                     .as_ref()
                     .map(|c| self.cors(&format!("{path}.poll.cors"), c));
-                Some(RouteAction::Poll(PollRoute { cors }))
+                let client_id = poll
+                    .client_id
+                    .as_ref()
+                    .and_then(|c| self.client_id(&format!("{path}.poll.client_id"), c));
+                let authorize = poll
+                    .authorize
+                    .as_ref()
+                    .and_then(|a| self.authorize(&format!("{path}.poll.authorize"), a, upstreams));
+                Some(RouteAction::Poll(PollRoute {
+                    cors,
+                    client_id,
+                    authorize,
+                }))
             }
             (Some(_), Some(_)) => {
                 self.fail(
@@ -350,6 +414,108 @@ impl Validator {
                 None
             }
         }
+    }
+
+    fn token(&mut self, raw: &RawWebhook) -> Option<Token> {
+        let secret = match (&raw.token, &raw.token_env) {
+            (Some(_), Some(_)) => {
+                self.fail("webhook.token", "set either token or token_env, not both");
+                return None;
+            }
+            (Some(t), None) => t.clone(),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(t) => t,
+                Err(_) => {
+                    self.fail(
+                        "webhook.token_env",
+                        format!("environment variable {var:?} is not set"),
+                    );
+                    return None;
+                }
+            },
+            (None, None) => return None,
+        };
+        // Never echo the secret: the error names the key only.
+        if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            self.fail(
+                "webhook.token",
+                "must be at least 16 printable characters (no spaces)",
+            );
+            return None;
+        }
+        Some(Token::new(secret))
+    }
+
+    fn client_id(&mut self, path: &str, raw: &RawClientId) -> Option<ClientIdSource> {
+        match (&raw.from, &raw.header) {
+            (RawClientIdFrom::Addr, None) => Some(ClientIdSource::Addr),
+            (RawClientIdFrom::Addr, Some(_)) => {
+                self.fail(&format!("{path}.header"), "applies to `from: header` only");
+                None
+            }
+            (RawClientIdFrom::Header, name) => {
+                let name = name.as_deref().unwrap_or(defaults::CLIENT_ID_HEADER);
+                match http::HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(h) => Some(ClientIdSource::Header(h)),
+                    Err(_) => {
+                        self.fail(
+                            &format!("{path}.header"),
+                            format!("{name:?} is not a header name"),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn cidr(&mut self, path: &str, text: &str) -> Option<ipnet::IpNet> {
+        // A bare address means exactly that host.
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => Some(net),
+            Err(_) => {
+                self.fail(
+                    path,
+                    format!("{text:?} is not an address or CIDR block, like \"10.0.0.0/8\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn authorize(
+        &mut self,
+        path: &str,
+        raw: &RawAuthorize,
+        upstreams: &BTreeMap<String, Arc<Upstream>>,
+    ) -> Option<Authorize> {
+        let Some(upstream) = upstreams.get(&raw.upstream) else {
+            self.fail(
+                &format!("{path}.upstream"),
+                format!("unknown upstream {:?}", raw.upstream),
+            );
+            return None;
+        };
+        if !raw.path.starts_with('/') || raw.path.contains('?') {
+            self.fail(
+                &format!("{path}.path"),
+                format!("{:?} must start with / and have no query", raw.path),
+            );
+            return None;
+        }
+        let timeout = raw.timeout.map_or(defaults::AUTHORIZE_TIMEOUT, |d| d.0);
+        if timeout.is_zero() {
+            self.fail(&format!("{path}.timeout"), "must be longer than 0s");
+        }
+        Some(Authorize {
+            upstream: upstream.clone(),
+            path: raw.path.clone(),
+            timeout,
+            cache: raw.cache.map_or(Duration::ZERO, |d| d.0),
+        })
     }
 
     fn cors(&mut self, path: &str, raw: &RawCors) -> Cors {
@@ -378,7 +544,7 @@ impl Validator {
                 .map(|o| o.trim_end_matches('/').to_owned())
                 .collect(),
             allow_headers: raw.allow_headers.clone().unwrap_or_default(),
-            max_age: raw.max_age.map_or(Duration::from_secs(600), |d| d.0),
+            max_age: raw.max_age.map_or(defaults::CORS_MAX_AGE, |d| d.0),
             allow_credentials: raw.allow_credentials.unwrap_or(false),
         }
     }

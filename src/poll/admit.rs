@@ -1,0 +1,217 @@
+//! Limits on held polls, as RAII permits: a slot is taken before a poll is
+//! held and given back when its [`Permit`] drops, whatever ended the poll
+//! (message, timeout, client gone, shutdown). No counter is ever decremented
+//! by hand.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::broker::ChannelName;
+use crate::config::Limits;
+
+const SHARDS: usize = 32;
+
+/// Which limit refused a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("too many polls from this client")]
+    Client,
+    #[error("channel at capacity")]
+    Channel,
+    #[error("server at capacity")]
+    Total,
+}
+
+/// Counts of held polls per client, per channel and in total.
+pub struct Admission {
+    total: AtomicUsize,
+    last_logged: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+    clients: Counts<String>,
+    channels: Counts<ChannelName>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            total: AtomicUsize::new(0),
+            last_logged: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+            clients: Counts::new(),
+            channels: Counts::new(),
+        }
+    }
+}
+
+impl Admission {
+    /// Takes a slot for (`client`, `channel`) if every limit allows it.
+    ///
+    /// # Errors
+    /// The first limit that is full; nothing is taken then.
+    pub fn admit(
+        self: &Arc<Self>,
+        client: String,
+        channel: &ChannelName,
+        limits: Limits,
+    ) -> Result<Permit, LimitError> {
+        // Each step is undone by the guards below if a later one refuses.
+        let total = self.total.fetch_add(1, Ordering::AcqRel);
+        let total_guard = TotalGuard(self.clone());
+        if total >= limits.max_total {
+            return Err(LimitError::Total);
+        }
+        if !self.channels.try_inc(channel, limits.max_per_channel) {
+            return Err(LimitError::Channel);
+        }
+        if !self.clients.try_inc(&client, limits.max_per_client) {
+            self.channels.dec(channel);
+            return Err(LimitError::Client);
+        }
+        std::mem::forget(total_guard);
+        Ok(Permit {
+            admission: self.clone(),
+            client,
+            channel: channel.clone(),
+        })
+    }
+
+    /// Rate-limits the refusal log to one line per second: a burst of 429s
+    /// is one line with the count of those not logged.
+    pub fn should_log(&self) -> Option<u64> {
+        let now = crate::broker::Timestamp::now().0 / 1_000_000;
+        let last = self.last_logged.swap(now, Ordering::AcqRel);
+        if last == now {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        } else {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        }
+    }
+
+    /// Polls held now (admitted and not yet released).
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+/// Gives back the total slot if admission fails after taking it.
+struct TotalGuard(Arc<Admission>);
+
+impl Drop for TotalGuard {
+    fn drop(&mut self) {
+        self.0.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One held poll's slot; dropping it frees the slot.
+pub struct Permit {
+    admission: Arc<Admission>,
+    client: String,
+    channel: ChannelName,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.admission.clients.dec(&self.client);
+        self.admission.channels.dec(&self.channel);
+        self.admission.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Per-key counters in sharded maps; a key at zero is removed, so memory
+/// follows the polls held now, not every client ever seen.
+struct Counts<K> {
+    shards: Box<[Mutex<HashMap<K, usize>>]>,
+    hasher: RandomState,
+}
+
+impl<K: Hash + Eq + Clone> Counts<K> {
+    fn new() -> Self {
+        Counts {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &K) -> &Mutex<HashMap<K, usize>> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()]
+    }
+
+    fn try_inc(&self, key: &K, max: usize) -> bool {
+        let mut map = self.shard(key).lock();
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                map.remove(key);
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn dec(&self, key: &K) {
+        let mut map = self.shard(key).lock();
+        if let Some(n) = map.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_per_client: 2,
+        max_per_channel: 3,
+        max_total: 4,
+    };
+
+    fn ch(name: &str) -> ChannelName {
+        ChannelName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn each_limit_refuses_and_takes_nothing() {
+        let a = Arc::new(Admission::default());
+        let p1 = a.admit("c1".into(), &ch("x"), LIMITS).unwrap();
+        let _p2 = a.admit("c1".into(), &ch("x"), LIMITS).unwrap();
+        assert_eq!(
+            a.admit("c1".into(), &ch("y"), LIMITS).err(),
+            Some(LimitError::Client)
+        );
+        let _p3 = a.admit("c2".into(), &ch("x"), LIMITS).unwrap();
+        assert_eq!(
+            a.admit("c3".into(), &ch("x"), LIMITS).err(),
+            Some(LimitError::Channel)
+        );
+        let _p4 = a.admit("c3".into(), &ch("y"), LIMITS).unwrap();
+        assert_eq!(
+            a.admit("c4".into(), &ch("z"), LIMITS).err(),
+            Some(LimitError::Total)
+        );
+        assert_eq!(a.total(), 4, "refusals took no slot");
+        drop(p1);
+        assert_eq!(a.total(), 3);
+        a.admit("c1".into(), &ch("z"), LIMITS).unwrap();
+    }
+
+    #[test]
+    fn released_keys_are_forgotten() {
+        let a = Arc::new(Admission::default());
+        for i in 0..100 {
+            drop(a.admit(format!("c{i}"), &ch("x"), LIMITS).unwrap());
+        }
+        assert_eq!(a.total(), 0);
+        let held: usize = a.clients.shards.iter().map(|s| s.lock().len()).sum();
+        assert_eq!(held, 0);
+    }
+}
