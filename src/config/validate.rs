@@ -637,6 +637,64 @@ mod tests {
         assert!(e[0].starts_with("poll.default_timeout"), "{e:?}");
     }
 
+    proptest::proptest! {
+        /// Fuzz: any text is a config or a list of errors, never a panic.
+        #[test]
+        fn any_text_is_valid_or_reported(text in ".{0,400}") {
+            let _ = from_yaml(&text);
+        }
+
+        /// Fuzz: the shipped file cut at any point, or with one byte
+        /// changed, is valid or reported (a half-written file is the
+        /// common case on reload).
+        #[test]
+        fn damaged_shipped_configs_are_reported(cut in 0usize..3000, pos in 0usize..3000, byte in 0u8..128) {
+            let text = include_str!("../../config/pollgate.yaml");
+            let cut = cut.min(text.len());
+            let _ = from_yaml(text.get(..cut).unwrap_or(text));
+            let mut bytes = text.as_bytes().to_vec();
+            let pos = pos.min(bytes.len() - 1);
+            bytes[pos] = byte;
+            if let Ok(t) = String::from_utf8(bytes) {
+                let _ = from_yaml(&t);
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_loopback_webhook_needs_a_token() {
+        let e = errors(
+            "webhook: { listen: \"0.0.0.0:8081\" }\nroutes:\n  - { prefix: /p/, poll: {} }\n",
+        );
+        assert!(
+            e[0].starts_with("webhook.listen") && e[0].contains("webhook.token"),
+            "{e:?}"
+        );
+        let ok = from_yaml("webhook: { listen: \"0.0.0.0:8081\", token: \"0123456789abcdefXYZ\" }\nroutes:\n  - { prefix: /p/, poll: {} }\n");
+        let c = ok.unwrap();
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdefXYZ"),
+            "the token never shows in Debug"
+        );
+        let e = errors("webhook: { token: short }\nroutes:\n  - { prefix: /p/, poll: {} }\n");
+        assert!(
+            e[0].contains("at least 16") && !e[0].contains("short"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn limits_client_id_and_trusted_proxies_are_checked() {
+        let e = errors(&format!("{MINIMAL}limits: {{ max_per_client: 0 }}\nclient_id: {{ from: addr, header: x }}\ntrusted_proxies: [\"10.0.0.0/8\", \"nope\"]\n"));
+        assert_eq!(e.len(), 3, "{e:?}");
+        let c = from_yaml(&format!("{MINIMAL}trusted_proxies: [\"10.0.0.0/8\", \"127.0.0.1\"]\nclient_id: {{ from: header, header: X-User }}\n")).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(
+            c.client_id,
+            ClientIdSource::Header(http::HeaderName::from_static("x-user"))
+        );
+    }
+
     #[test]
     fn upstream_urls_must_be_plain_origins() {
         let e = errors("upstreams:\n  a: { url: \"http://h:1/base\" }\nroutes:\n  - { prefix: /, upstream: a }\n");

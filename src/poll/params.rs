@@ -225,6 +225,33 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Fuzz: any query string is parsed or refused, never a panic, and
+        /// whatever is accepted respects the caps.
+        #[test]
+        fn any_query_is_parsed_or_refused(query in ".{0,200}") {
+            if let Ok(p) = parse(Some(&query), &CONFIG) {
+                proptest::prop_assert!(p.timeout <= CONFIG.max_timeout);
+                proptest::prop_assert!(p.max.is_none_or(|m| (1..=POLL_MAX_BATCH).contains(&m)));
+            }
+        }
+
+        #[test]
+        fn numeric_looking_queries_never_panic(
+            key in "(since|timeout|max|last_id)",
+            value in "[-+0-9.eE]{0,30}|NaN|inf|-inf|1e309",
+        ) {
+            let _ = parse(Some(&format!("{key}={value}")), &CONFIG);
+        }
+
+        #[test]
+        fn any_channel_path_is_decoded_or_refused(rest in ".{0,300}") {
+            if let Ok(c) = channel(&rest) {
+                proptest::prop_assert!(!c.as_str().is_empty() && c.as_str().len() <= 200);
+            }
+        }
+    }
+
     #[test]
     fn channels_are_percent_decoded_then_checked() {
         assert_eq!(channel("user%3A42").unwrap().as_str(), "user:42");

@@ -27,7 +27,17 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// Requests seen, by path.
+    pub hits: Hits,
     stop: CancellationToken,
+}
+
+pub type Hits = std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, u64>>>;
+
+impl Upstream {
+    pub fn hits(&self, path: &str) -> u64 {
+        self.hits.lock().get(path).copied().unwrap_or(0)
+    }
 }
 
 impl Drop for Upstream {
@@ -42,21 +52,27 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();
+        let hits = Hits::default();
+        let counted = hits.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     _ = token.cancelled() => return,
                     r = listener.accept() => match r { Ok(p) => p, Err(_) => continue },
                 };
+                let hits = counted.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(name, req));
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        *hits.lock().entry(req.uri().path().to_owned()).or_default() += 1;
+                        handle(name, req)
+                    });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
             }
         });
-        Upstream { addr, stop }
+        Upstream { addr, hits, stop }
     }
 }
 
@@ -98,6 +114,31 @@ async fn handle(
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
             .body(full(""))
+            .unwrap();
+        return Ok(resp);
+    }
+    if let Some(kind) = path.strip_prefix("/auth/") {
+        // Authorization checks: the session cookie decides.
+        let cookie = req
+            .headers()
+            .get("cookie")
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if kind == "slow" {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let status = match kind {
+            "teapot" => StatusCode::IM_A_TEAPOT,
+            _ if cookie.contains("session=good") => StatusCode::NO_CONTENT,
+            _ if cookie.contains("session=") => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        let resp = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-auth-channel", req.uri().query().unwrap_or(""))
+            .body(full(format!("{{\"app_says\":{}}}", status.as_u16())))
             .unwrap();
         return Ok(resp);
     }
