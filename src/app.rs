@@ -29,7 +29,8 @@ use crate::metrics::Metrics;
 use crate::poll::{self, Admission, Authorizer, PollContext};
 use crate::proxy::{self, Clients, Peer};
 use crate::routes::{NoRoute, RouteAction};
-use crate::server::{self, ConnSettings};
+use crate::server::{self, ConnInfo, ConnSettings};
+use crate::tls;
 use crate::webhook::{self, WebhookContext};
 
 /// The two bound sockets. Bound by the caller, so tests use port 0 and
@@ -82,6 +83,8 @@ struct Active {
 
 struct Shared {
     active: ArcSwap<Active>,
+    /// The public listener's certificates, when it speaks TLS.
+    tls: Option<Arc<tls::Resolver>>,
     admission: Arc<Admission>,
     authorizer: Authorizer,
     broker: Broker,
@@ -126,7 +129,14 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     };
     let clients = build_clients(&config, None);
     metrics.config_loaded(0, &config.source_hash);
+    let resolver = config.tls.clone().map(tls::Resolver::new);
+    let acceptor = match &resolver {
+        Some(r) => Some(tls::acceptor(r.clone()).map_err(std::io::Error::other)?),
+        None => None,
+    };
+    let watched = config.watched_files();
     let shared = Arc::new(Shared {
+        tls: resolver,
         broker: Broker::new(&config.broker),
         active: ArcSwap::from_pointee(Active { config, clients }),
         admission: Arc::default(),
@@ -139,12 +149,23 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     if let Some(path) = options.config_path {
         let shared = shared.clone();
         let sighup = options.reload.unwrap_or_default();
+        let config_file = path.clone();
+        let files = move |config: &Config| {
+            std::iter::once(config_file.clone())
+                .chain(config.watched_files())
+                .collect()
+        };
+        let watch = reload::FileWatch::new(std::iter::once(path.clone()).chain(watched).collect());
         tokio::spawn(reload::run(
-            reload::FileWatch::new(path),
+            path.clone(),
+            watch,
             defaults::RELOAD_DEBOUNCE,
             sighup,
             shutdown.clone(),
-            move |result| apply_reload(&shared, &reload_tx, result),
+            move |result| {
+                apply_reload(&shared, &reload_tx, result);
+                files(&shared.active.load().config)
+            },
         ));
     }
     tokio::spawn(sweep(shared.clone()));
@@ -153,23 +174,31 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         let graceful = GracefulShutdown::new();
         let public = {
             let shared = shared.clone();
-            move |req, peer| {
+            move |req, conn| {
                 let shared = shared.clone();
-                async move { public_request(&shared, req, peer).await }
+                async move { public_request(&shared, req, conn).await }
             }
         };
         let hook = {
             let shared = shared.clone();
-            move |req, _peer| {
+            move |req, _conn| {
                 let shared = shared.clone();
                 async move { webhook_request(&shared, req).await }
             }
         };
         let token = shared.shutdown.clone();
         tokio::join!(
-            server::run(listeners.public, settings, public, token.clone(), &graceful),
+            server::run(
+                listeners.public,
+                acceptor,
+                settings,
+                public,
+                token.clone(),
+                &graceful
+            ),
             server::run(
                 listeners.webhook,
+                None,
                 ConnSettings {
                     name: "webhook",
                     ..settings
@@ -223,6 +252,10 @@ fn apply_reload(
                 );
             }
             let clients = build_clients(&config, Some(&old.clients));
+            if let (Some(resolver), Some(store)) = (&shared.tls, &config.tls) {
+                // New handshakes use the reloaded certificates from here on.
+                resolver.set(store.clone());
+            }
             let hash = config.source_hash.clone();
             shared.active.store(Arc::new(Active { config, clients }));
             stats.send_modify(|s| {
@@ -278,11 +311,9 @@ impl HttpError for RouteError {
     }
 }
 
-async fn public_request(
-    shared: &Shared,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
+async fn public_request(shared: &Shared, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let peer = conn.peer;
+    let proto = if conn.tls { "https" } else { "http" };
     let started = tokio::time::Instant::now();
     let active = shared.active.load_full();
     let method = req.method().clone();
@@ -303,10 +334,7 @@ async fn public_request(
         }
         Ok(route) => match &route.action {
             RouteAction::Proxy { upstream, timeout } => {
-                let peer = Peer {
-                    addr: peer,
-                    proto: "http",
-                };
+                let peer = Peer { addr: peer, proto };
                 // Boxed: an idle held poll should not carry a proxy future's size.
                 let forwarded = Box::pin(proxy::forward(
                     req,
@@ -336,10 +364,7 @@ async fn public_request(
                     admission: &shared.admission,
                     authorizer: &shared.authorizer,
                     clients: &active.clients,
-                    peer: Peer {
-                        addr: peer,
-                        proto: "http",
-                    },
+                    peer: Peer { addr: peer, proto },
                 };
                 let rest = path.get(route.prefix.len()..).unwrap_or_default();
                 let resp = Box::pin(poll::handle(req, poll_route, rest, cx)).await;

@@ -34,6 +34,8 @@ pub struct Config {
     pub client_id: ClientIdSource,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// TLS on the public listener, certificates loaded and checked.
+    pub tls: Option<crate::tls::CertStore>,
     /// Hash of the file's text, to tell which config an instance runs.
     pub source_hash: String,
 }
@@ -208,7 +210,23 @@ impl Config {
         if self.server != other.server {
             changed.push("server");
         }
+        if self.tls.is_some() != other.tls.is_some() {
+            changed.push("tls (turning it on or off)");
+        }
         changed
+    }
+
+    /// Files whose change should reload this config: certificates and CA bundles.
+    pub fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = self.tls.iter().flat_map(|t| t.files()).collect();
+        for route in self.routes.iter() {
+            if let crate::routes::RouteAction::Proxy { upstream, .. } = &route.action {
+                files.extend(upstream.ca_file.iter().cloned());
+            }
+        }
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// One screen describing the routes, for `pollgate check`.

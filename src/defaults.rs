@@ -63,6 +63,9 @@ pub const POLL_MAX_BATCH: usize = 1000;
 /// Longest channel name, in bytes (all allowed characters are ASCII).
 pub const CHANNEL_NAME_MAX: usize = 200;
 
+/// Time a TLS client has to complete its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Pause after a failed accept (out of file descriptors, usually) before
 /// trying again, so the loop does not spin while the condition lasts.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);

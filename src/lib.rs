@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod webhook;
 
 pub use app::{start, Listeners, Options, Running};

@@ -15,6 +15,7 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,7 +26,7 @@ use crate::routes::Upstream;
 
 pub use headers::{add_forwarded, is_upgrade};
 
-type HttpClient = Client<HttpConnector, Body>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// A pooled client per upstream. Rebuilt on reload, reusing the pool of
 /// every upstream whose settings did not change, so a reload does not cost
@@ -62,13 +63,40 @@ impl Clients {
 }
 
 fn new_client(up: &Upstream, pool_idle: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(up.connect_timeout));
-    connector.set_nodelay(true);
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(up.connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(upstream_tls(up))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool_idle)
         .pool_timer(TokioTimer::new())
-        .build(connector)
+        .build(https)
+}
+
+/// Verification for an https upstream: its `ca` bundle, else the system's
+/// roots. (For a plain http upstream this is built but never used.)
+fn upstream_tls(up: &Upstream) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    match &up.ca {
+        Some(ca) => {
+            roots.add_parsable_certificates(ca.iter().cloned());
+        }
+        None if up.scheme == http::uri::Scheme::HTTPS => {
+            let native = rustls_native_certs::load_native_certs();
+            if roots.add_parsable_certificates(native.certs).0 == 0 {
+                tracing::warn!(upstream = %up.name, "no system root certificates found: set `ca:` for this upstream");
+            }
+        }
+        None => {}
+    }
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// What failed while forwarding.

@@ -20,6 +20,9 @@ pub struct Upstream {
     pub scheme: Scheme,
     pub authority: Authority,
     pub connect_timeout: Duration,
+    /// `ca:` bundle for an https upstream (else the system roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    pub ca: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 /// What a matched route does with the request.
@@ -203,6 +206,8 @@ mod tests {
             scheme: Scheme::HTTP,
             authority: Authority::from_static("127.0.0.1:1"),
             connect_timeout: Duration::from_secs(1),
+            ca_file: None,
+            ca: None,
         })
     }
 

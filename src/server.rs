@@ -1,9 +1,9 @@
 //! The accept loop shared by both listeners.
 //!
-//! Serves HTTP/1.1 and HTTP/2 (h2c prior knowledge) through hyper-util's auto
-//! builder, with upgrades. Every connection is watched by one
-//! `GracefulShutdown`, so shutdown can stop accepting, let in-flight requests
-//! finish, and know when the last connection is gone.
+//! Serves HTTP/1.1 and HTTP/2 (h2c prior knowledge in clear text, ALPN over
+//! TLS) through hyper-util's auto builder, with upgrades. Every connection is
+//! watched by one `GracefulShutdown`, so shutdown can stop accepting, let
+//! in-flight requests finish, and know when the last connection is gone.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,12 +15,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use crate::defaults::{ACCEPT_ERROR_BACKOFF, MAX_HEADERS, MAX_HEADER_BYTES};
+use crate::defaults::{ACCEPT_ERROR_BACKOFF, MAX_HEADERS, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT};
 use crate::http::Body;
 
 /// Connection settings applied to every accepted connection.
@@ -29,6 +31,14 @@ pub struct ConnSettings {
     /// "public" or "webhook", for logs.
     pub name: &'static str,
     pub header_timeout: Duration,
+}
+
+/// What a handler knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The connection is TLS (so the request's scheme is https).
+    pub tls: bool,
 }
 
 fn builder(settings: ConnSettings) -> auto::Builder<TokioExecutor> {
@@ -43,21 +53,22 @@ fn builder(settings: ConnSettings) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
     builder
 }
 
-/// Accepts on `listener` until `shutdown`, serving each connection with
-/// `handler`. Returns once the listener is closed; the connections go on
-/// under `graceful`, which the caller drains.
+/// Accepts on `listener` until `shutdown`, serving each connection (after a
+/// TLS handshake when `tls` is set) with `handler`. Returns once the listener
+/// is closed; the connections go on under `graceful`, which the caller drains.
 pub async fn run<H, F>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     settings: ConnSettings,
     handler: H,
     shutdown: CancellationToken,
     graceful: &GracefulShutdown,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = builder(settings);
@@ -67,7 +78,7 @@ pub async fn run<H, F>(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    warn!(error = %e, "accept failed");
+                    warn!(listener = settings.name, error = %e, "accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                     continue;
                 }
@@ -76,25 +87,51 @@ pub async fn run<H, F>(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay failed");
         }
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let fut = handler(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
         let span = tracing::debug_span!("conn", listener = settings.name, peer = %peer);
-        tokio::spawn(
-            async move {
-                if let Err(e) = conn.await {
-                    debug!(error = %e, "connection ended with an error");
-                }
+        let (builder, handler, watcher) = (builder.clone(), handler.clone(), graceful.watcher());
+        match tls.clone() {
+            None => {
+                let info = ConnInfo { peer, tls: false };
+                tokio::spawn(serve(stream, info, builder, handler, watcher).instrument(span));
             }
-            .instrument(span),
-        );
+            Some(acceptor) => {
+                let handshake = async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            let info = ConnInfo { peer, tls: true };
+                            serve(tls_stream, info, builder, handler, watcher).await;
+                        }
+                        // A failed handshake costs nothing more than this line.
+                        Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => debug!("TLS handshake timed out"),
+                    }
+                };
+                tokio::spawn(handshake.instrument(span));
+            }
+        }
     }
     // Dropping the listener here closes the socket: new connections are refused.
     drop(listener);
+}
+
+async fn serve<I, H, F>(
+    io: I,
+    info: ConnInfo,
+    builder: auto::Builder<TokioExecutor>,
+    handler: H,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let fut = handler(req, info);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        debug!(error = %e, "connection ended with an error");
+    }
 }

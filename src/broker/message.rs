@@ -75,6 +75,11 @@ impl Timestamp {
         Timestamp::now().max(Timestamp(last.0.saturating_add(1)))
     }
 
+    /// Whole seconds since the epoch.
+    pub fn secs(self) -> i64 {
+        i64::try_from(self.0 / 1_000_000).unwrap_or(i64::MAX)
+    }
+
     /// From float seconds as a client sends them; `None` when negative or not finite.
     pub fn from_secs_f64(secs: f64) -> Option<Timestamp> {
         if !secs.is_finite() || secs < 0.0 {

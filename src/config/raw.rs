@@ -27,6 +27,23 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub client_id: Option<RawClientId>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub sni: Option<Vec<RawSni>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSni {
+    pub hosts: Vec<String>,
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +91,7 @@ pub struct RawWebhook {
 pub struct RawUpstream {
     pub url: String,
     pub connect_timeout: Option<Duration>,
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

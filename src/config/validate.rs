@@ -12,7 +12,7 @@ use http::Method;
 use super::locate::Lines;
 use super::raw::{
     RawAuthorize, RawBrokerKind, RawClientId, RawClientIdFrom, RawConfig, RawCors, RawRoute,
-    RawUpstream, RawWebhook,
+    RawTls, RawUpstream, RawWebhook,
 };
 use super::{
     BrokerConfig, BufferConfig, ClientIdSource, Config, ConfigError, Limits, PollConfig,
@@ -184,6 +184,8 @@ impl Validator {
             .filter_map(|(i, p)| self.cidr(&format!("trusted_proxies[{i}]"), p))
             .collect();
 
+        let tls = raw.tls.as_ref().and_then(|t| self.tls(t));
+
         Some(Config {
             listen: listen?,
             webhook: WebhookConfig {
@@ -200,6 +202,7 @@ impl Validator {
             limits,
             client_id,
             trusted_proxies,
+            tls,
             source_hash: String::new(),
         })
     }
@@ -235,6 +238,21 @@ impl Validator {
             else {
                 continue;
             };
+            let ca_file = up.ca.as_ref().map(std::path::PathBuf::from);
+            let ca = match &ca_file {
+                Some(file) if scheme == Scheme::HTTPS => match crate::tls::load_roots(file) {
+                    Ok(roots) => Some(roots),
+                    Err(e) => {
+                        self.fail(&format!("{path}.ca"), e.to_string());
+                        None
+                    }
+                },
+                Some(_) => {
+                    self.fail(&format!("{path}.ca"), "applies to https:// upstreams only");
+                    None
+                }
+                None => None,
+            };
             out.insert(
                 name.clone(),
                 Arc::new(Upstream {
@@ -242,6 +260,8 @@ impl Validator {
                     scheme,
                     authority,
                     connect_timeout,
+                    ca_file,
+                    ca,
                 }),
             );
         }
@@ -263,10 +283,10 @@ impl Validator {
             );
             return None;
         };
-        if *scheme != Scheme::HTTP {
+        if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
             self.fail(
                 path,
-                format!("scheme {scheme:?} is not supported: use http://"),
+                format!("scheme {scheme:?} is not supported: use http:// or https://"),
             );
             return None;
         }
@@ -411,6 +431,42 @@ impl Validator {
                     path,
                     "needs `upstream: NAME` (forward) or `poll: {}` (long poll)",
                 );
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, raw: &RawTls) -> Option<crate::tls::CertStore> {
+        let default = self.cert_pair("tls", &raw.cert, &raw.key);
+        let mut by_host = std::collections::HashMap::new();
+        for (i, sni) in raw.sni.iter().flatten().enumerate() {
+            let path = format!("tls.sni[{i}]");
+            if sni.hosts.is_empty() {
+                self.fail(&format!("{path}.hosts"), "list at least one host name");
+            }
+            if let Some(pair) = self.cert_pair(&path, &sni.cert, &sni.key) {
+                for host in &sni.hosts {
+                    by_host.insert(host.to_ascii_lowercase(), pair.clone());
+                }
+            }
+        }
+        Some(crate::tls::CertStore {
+            default: default?,
+            by_host,
+        })
+    }
+
+    fn cert_pair(&mut self, path: &str, cert: &str, key: &str) -> Option<crate::tls::LoadedPair> {
+        use crate::tls::TlsError;
+        match crate::tls::load_pair(std::path::Path::new(cert), std::path::Path::new(key)) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                let at = match &e {
+                    TlsError::BadKey { .. } | TlsError::Mismatch { .. } => "key",
+                    TlsError::Read { path: p, .. } if p.as_os_str() == key => "key",
+                    _ => "cert",
+                };
+                self.fail(&format!("{path}.{at}"), e.to_string());
                 None
             }
         }
