@@ -2,6 +2,7 @@
 //! and small HTTP clients. Everything is torn down on drop.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod client;
 pub mod upstream;
 
