@@ -137,7 +137,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     let watched = config.watched_files();
     let shared = Arc::new(Shared {
         tls: resolver,
-        broker: Broker::new(&config.broker),
+        broker: Broker::new(&config.broker).map_err(std::io::Error::other)?,
         active: ArcSwap::from_pointee(Active { config, clients }),
         admission: Arc::default(),
         authorizer: Authorizer::default(),
@@ -169,6 +169,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         ));
     }
     tokio::spawn(sweep(shared.clone()));
+    tokio::spawn(shared.broker.clone().run(shutdown.clone()));
 
     let join = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();

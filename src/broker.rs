@@ -10,6 +10,8 @@
 mod buffer;
 mod memory;
 mod message;
+mod redis;
+mod shards;
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use crate::config::{BrokerConfig, BufferConfig};
 
 pub use buffer::{Cursor, Read};
 pub use message::{ChannelName, ChannelNameError, Message, PrepareError, Prepared, Timestamp};
+pub use redis::RedisSettings;
 
 /// The result of one published item.
 #[derive(Debug, Clone)]
@@ -49,12 +52,29 @@ pub enum BrokerError {
 #[derive(Clone)]
 pub enum Broker {
     Memory(Arc<memory::MemoryBroker>),
+    Redis(Arc<redis::RedisBroker>),
 }
 
 impl Broker {
-    pub fn new(config: &BrokerConfig) -> Broker {
-        match config {
+    /// Builds the back end; a Redis broker connects in the background (see
+    /// [`Broker::run`]), so pollgate starts, and proxies, with Redis down.
+    ///
+    /// # Errors
+    /// A Redis URL the client refuses (validation has already checked it).
+    pub fn new(config: &BrokerConfig) -> Result<Broker, BrokerError> {
+        Ok(match config {
             BrokerConfig::Memory => Broker::Memory(Arc::new(memory::MemoryBroker::new())),
+            BrokerConfig::Redis(settings) => Broker::Redis(
+                redis::RedisBroker::new(settings.clone()).map_err(|_| BrokerError::Unavailable)?,
+            ),
+        })
+    }
+
+    /// Background work until `shutdown`: connection upkeep for Redis.
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
+        match self {
+            Broker::Memory(_) => {}
+            Broker::Redis(r) => r.run(shutdown).await,
         }
     }
 
@@ -69,6 +89,7 @@ impl Broker {
     ) -> Result<Vec<Published>, BrokerError> {
         match self {
             Broker::Memory(m) => Ok(m.publish(items, buffer)),
+            Broker::Redis(r) => r.publish(items, buffer).await,
         }
     }
 
@@ -83,6 +104,7 @@ impl Broker {
     ) -> Result<Subscription, BrokerError> {
         match self {
             Broker::Memory(m) => Ok(Subscription::Memory(m.subscribe(channel, buffer.max_age))),
+            Broker::Redis(r) => Ok(Subscription::Redis(r.subscribe(channel, buffer))),
         }
     }
 
@@ -90,12 +112,15 @@ impl Broker {
     pub fn sweep(&self, buffer: BufferConfig) {
         match self {
             Broker::Memory(m) => m.sweep(buffer),
+            // Redis trims on publish and expires idle keys itself.
+            Broker::Redis(_) => {}
         }
     }
 
     pub fn info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
         match self {
             Broker::Memory(m) => m.info(channel),
+            Broker::Redis(r) => r.info(channel),
         }
     }
 
@@ -103,6 +128,7 @@ impl Broker {
     pub fn totals(&self) -> (usize, usize) {
         match self {
             Broker::Memory(m) => m.totals(),
+            Broker::Redis(r) => r.totals(),
         }
     }
 
@@ -110,6 +136,7 @@ impl Broker {
     pub fn is_ready(&self) -> bool {
         match self {
             Broker::Memory(_) => true,
+            Broker::Redis(r) => r.is_ready(),
         }
     }
 }
@@ -117,6 +144,7 @@ impl Broker {
 /// One waiter's registration on a channel; dropping it unregisters.
 pub enum Subscription {
     Memory(memory::Subscription),
+    Redis(redis::Subscription),
 }
 
 impl Subscription {
@@ -128,6 +156,7 @@ impl Subscription {
     pub async fn head(&self) -> Result<Timestamp, BrokerError> {
         match self {
             Subscription::Memory(s) => Ok(s.head()),
+            Subscription::Redis(s) => s.head().await,
         }
     }
 
@@ -138,13 +167,17 @@ impl Subscription {
     pub async fn read(&self, cursor: Cursor, max: usize) -> Result<Read, BrokerError> {
         match self {
             Subscription::Memory(s) => Ok(s.read(cursor, max)),
+            Subscription::Redis(s) => s.read(cursor, max).await,
         }
     }
 
     /// The `timestamp` of a timeout answer: no later message is before it.
-    pub async fn timeout_mark(&self) -> Timestamp {
+    /// `fallback` (the client's own cursor) is used when the broker cannot
+    /// be asked: the client then simply polls again from where it was.
+    pub async fn timeout_mark(&self, fallback: Timestamp) -> Timestamp {
         match self {
             Subscription::Memory(s) => s.timeout_mark(),
+            Subscription::Redis(s) => s.timeout_mark(fallback).await,
         }
     }
 
@@ -152,6 +185,7 @@ impl Subscription {
     pub async fn changed(&mut self) {
         match self {
             Subscription::Memory(s) => s.changed().await,
+            Subscription::Redis(s) => s.changed().await,
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct BufferConfig {
 pub enum BrokerConfig {
     /// Channels live in this process.
     Memory,
+    /// Channels and history live in Redis, shared by every instance.
+    Redis(crate::broker::RedisSettings),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -105,3 +105,20 @@ pub const AUTHORIZE_CACHE_MAX: usize = 100_000;
 
 /// Default CORS preflight cache time.
 pub const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// Redis: time to open a connection, and to get any answer. A broker that
+/// answers slower than this is treated as down (publishes get 503 at once
+/// rather than hanging).
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Redis: first and longest pause between reconnection attempts.
+pub const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Redis: messages fetched per history read, shared by every local waiter of
+/// the channel (so a fan-out costs one read per instance, not per waiter).
+pub const REDIS_READ_BATCH: usize = 100;
+
+/// Redis broker defaults: a local Redis, database 0, keys under "pollgate:".
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+pub const REDIS_KEY_PREFIX: &str = "pollgate:";

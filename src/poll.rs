@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use crate::broker::{Broker, BrokerError, Cursor};
+use crate::broker::{Broker, BrokerError, Cursor, Timestamp};
 use crate::config::Config;
 use crate::http::{self as h, Body, Fault, HttpError};
 use crate::metrics::{Metrics, PollOutcome};
@@ -189,17 +189,24 @@ async fn hold<B>(
         None => Cursor::After(sub.head().await?),
     };
     let max = params.max.unwrap_or(1);
+    let fallback = match cursor {
+        Cursor::After(t) => t,
+        Cursor::Oldest | Cursor::AfterId(_) => Timestamp(0),
+    };
     let mut outcome = OutcomeGuard::new(cx.metrics);
     let _held = cx.metrics.hold(cx.route);
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
 
     loop {
+        // A broker that cannot be read right now leaves the poll held: the
+        // broker wakes every waiter when it is back, and the deadline still
+        // ends the hold with a timeout that hands the cursor back unchanged.
         let read = match sub.read(cursor, max).await {
             Ok(read) => read,
-            Err(e) => {
-                outcome.set(PollOutcome::error);
-                return Err(e.into());
+            Err(_) => {
+                cx.metrics.broker_error();
+                crate::broker::Read::default()
             }
         };
         if !read.messages.is_empty() {
@@ -213,7 +220,10 @@ async fn hold<B>(
         if read.gap {
             // Nothing left to send, but the client must learn it missed some.
             outcome.set(PollOutcome::gap);
-            return Ok(answer(render::timeout(sub.timeout_mark().await, true)));
+            return Ok(answer(render::timeout(
+                sub.timeout_mark(fallback).await,
+                true,
+            )));
         }
         tokio::select! {
             biased;
@@ -233,7 +243,10 @@ async fn hold<B>(
         }
     }
     outcome.set(PollOutcome::timeout);
-    Ok(answer(render::timeout(sub.timeout_mark().await, false)))
+    Ok(answer(render::timeout(
+        sub.timeout_mark(fallback).await,
+        false,
+    )))
 }
 
 fn deliver(read: &crate::broker::Read, batch: bool, cx: &PollContext<'_>) -> Response<Body> {

@@ -8,7 +8,6 @@
 //! to a lagging or missed notification.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +16,9 @@ use tokio::sync::watch;
 
 use super::buffer::{ChannelBuffer, Cursor, Read};
 use super::message::{ChannelName, Prepared, Timestamp};
+use super::shards::{self, Shards};
 use super::{ChannelInfo, Published};
 use crate::config::BufferConfig;
-
-const SHARDS: usize = 64;
-
-type Shard = Mutex<HashMap<ChannelName, Arc<Slot>>>;
 
 struct Slot {
     buffer: Mutex<ChannelBuffer>,
@@ -30,8 +26,7 @@ struct Slot {
 }
 
 pub struct MemoryBroker {
-    shards: Box<[Shard]>,
-    hasher: RandomState,
+    shards: Shards<Slot>,
     /// Start of this process: cursors from before it are gaps (history gone).
     epoch: Timestamp,
 }
@@ -45,15 +40,9 @@ impl Default for MemoryBroker {
 impl MemoryBroker {
     pub fn new() -> Self {
         MemoryBroker {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            shards: Shards::new(),
             epoch: Timestamp::now(),
         }
-    }
-
-    fn shard(&self, channel: &ChannelName) -> &Shard {
-        let i = (self.hasher.hash_one(channel) as usize) % self.shards.len();
-        &self.shards[i]
     }
 
     /// The slot for `channel`, created if absent. Call with the shard locked.
@@ -90,7 +79,7 @@ impl MemoryBroker {
             let (slot, message) = {
                 // The shard lock is held across the push so the sweeper or a
                 // leaving waiter cannot free the slot between lookup and push.
-                let mut map = self.shard(channel).lock();
+                let mut map = self.shards.shard(channel).lock();
                 let slot = self.slot_in(&mut map, channel, config.max_age);
                 let message = slot.buffer.lock().push(prepared, config.max_size);
                 (slot, message)
@@ -109,7 +98,7 @@ impl MemoryBroker {
 
     pub fn subscribe(self: &Arc<Self>, channel: &ChannelName, max_age: Duration) -> Subscription {
         let (slot, rx, head) = {
-            let mut map = self.shard(channel).lock();
+            let mut map = self.shards.shard(channel).lock();
             let slot = self.slot_in(&mut map, channel, max_age);
             // Taken together under the lock: every message after `head` bumps `rx`.
             let head = slot.buffer.lock().head();
@@ -139,7 +128,7 @@ impl MemoryBroker {
     }
 
     pub fn info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
-        let slot = self.shard(channel).lock().get(channel).cloned()?;
+        let slot = self.shards.get(channel)?;
         let buffer = slot.buffer.lock();
         Some(ChannelInfo {
             waiters: slot.wake.receiver_count(),
@@ -161,7 +150,7 @@ impl MemoryBroker {
     }
 
     fn release(&self, channel: &ChannelName) {
-        let mut map = self.shard(channel).lock();
+        let mut map = self.shards.shard(channel).lock();
         let free = map
             .get(channel)
             .is_some_and(|s| s.wake.receiver_count() == 0 && s.buffer.lock().is_empty());
@@ -199,15 +188,7 @@ impl Subscription {
     /// Resolves when something was published after the last call (or after
     /// subscribing).
     pub async fn changed(&mut self) {
-        match self.rx.as_mut() {
-            Some(rx) => {
-                if rx.changed().await.is_err() {
-                    // The sender lives in `slot`, which we hold: cannot close.
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
+        shards::changed(&mut self.rx).await;
     }
 }
 

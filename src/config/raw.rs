@@ -141,12 +141,15 @@ pub struct RawBuffer {
 #[serde(deny_unknown_fields)]
 pub struct RawBroker {
     pub kind: Option<RawBrokerKind>,
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawBrokerKind {
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -135,9 +135,7 @@ impl Validator {
             self.fail("buffer.max_age", "must be longer than 0s");
         }
 
-        let broker = match raw.broker.and_then(|b| b.kind) {
-            None | Some(RawBrokerKind::Memory) => BrokerConfig::Memory,
-        };
+        let broker = self.broker(raw.broker.unwrap_or_default());
         let shutdown = ShutdownConfig {
             drain_timeout: raw
                 .shutdown
@@ -468,6 +466,36 @@ impl Validator {
                 };
                 self.fail(&format!("{path}.{at}"), e.to_string());
                 None
+            }
+        }
+    }
+
+    fn broker(&mut self, raw: super::raw::RawBroker) -> BrokerConfig {
+        match raw.kind {
+            None | Some(RawBrokerKind::Memory) => {
+                if raw.url.is_some() || raw.key_prefix.is_some() {
+                    self.fail("broker.kind", "url and key_prefix apply to `kind: redis`");
+                }
+                BrokerConfig::Memory
+            }
+            Some(RawBrokerKind::Redis) => {
+                let url = raw.url.unwrap_or_else(|| defaults::REDIS_URL.to_owned());
+                if let Err(e) = redis::Client::open(url.as_str()) {
+                    self.fail(
+                        "broker.url",
+                        format!("not a Redis URL (redis://, rediss://): {e}"),
+                    );
+                }
+                let key_prefix = raw
+                    .key_prefix
+                    .unwrap_or_else(|| defaults::REDIS_KEY_PREFIX.to_owned());
+                if key_prefix.contains(['{', '}']) {
+                    self.fail(
+                        "broker.key_prefix",
+                        "must not contain { or } (pollgate adds the cluster hash tag)",
+                    );
+                }
+                BrokerConfig::Redis(crate::broker::RedisSettings { url, key_prefix })
             }
         }
     }

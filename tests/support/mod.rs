@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod redis;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -1,0 +1,580 @@
+//! The Redis back end: several pollgate instances share channels and history.
+//!
+//! Per channel (keys of one channel share a hash slot, for Redis Cluster):
+//! - `{prefix}{channel}:s`, a Stream: the history. Entry IDs are `<T>-0`,
+//!   where T is the message timestamp in microseconds, minted inside Redis by
+//!   a script from Redis's clock, so instance clocks never matter.
+//! - `{prefix}{channel}:m`, a hash: `head` (newest timestamp or timeout mark),
+//!   `epoch` (when this history began: cursors before it are gaps, which is
+//!   how a Redis restart or an evicted key shows up as `gap: true`), and
+//!   `lost` (the newest trimmed timestamp).
+//!
+//! Both expire when the channel is idle. One Pub/Sub channel,
+//! `{prefix}notify`, carries "<channel> <T>" for every publish; each instance
+//! keeps one subscription to it and wakes its local waiters, which read from
+//! the history by cursor (the history is the truth; a notification is a hint).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::buffer::{Cursor, Read};
+use super::message::{ChannelName, Message, Prepared, Timestamp};
+use super::shards::{self, Shards};
+use super::{BrokerError, ChannelInfo, Published};
+use crate::config::BufferConfig;
+use crate::defaults::{REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, REDIS_READ_BATCH, REDIS_TIMEOUT};
+
+/// Creates the channel's meta hash if missing (a new, or lost, history).
+const ENSURE_META: &str = r"
+local function ensure(meta, now)
+  if redis.call('EXISTS', meta) == 0 then
+    redis.call('HSET', meta, 'head', string.format('%.0f', now), 'epoch', string.format('%.0f', now), 'lost', '0')
+  end
+end
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+";
+
+/// KEYS: stream, meta. ARGV: id, members, max_size, max_age_us, ttl_s, notify, channel.
+const PUBLISH: &str = r"
+local now = now_us()
+ensure(KEYS[2], now)
+local head = tonumber(redis.call('HGET', KEYS[2], 'head'))
+local ts = math.max(now, head + 1)
+local tss = string.format('%.0f', ts)
+redis.call('XADD', KEYS[1], tss .. '-0', 'i', ARGV[1], 'm', ARGV[2])
+local lost = tonumber(redis.call('HGET', KEYS[2], 'lost'))
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
+if excess > 0 then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  lost = math.max(lost, tonumber(string.match(old[#old][1], '^(%d+)')))
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[3])
+end
+local minid = string.format('%.0f', now - tonumber(ARGV[4]))
+local older = redis.call('XREVRANGE', KEYS[1], '(' .. minid .. '-0', '-', 'COUNT', 1)
+if #older > 0 then
+  lost = math.max(lost, tonumber(string.match(older[1][1], '^(%d+)')))
+  redis.call('XTRIM', KEYS[1], 'MINID', minid .. '-0')
+end
+redis.call('HSET', KEYS[2], 'head', tss, 'lost', string.format('%.0f', lost))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. tss)
+return tss
+";
+
+/// KEYS: stream, meta. ARGV: after (exclusive, µs), count, ttl_s.
+/// Returns {head, epoch, lost, existed, id1, uuid1, members1, ...}.
+const READ: &str = r"
+local existed = redis.call('EXISTS', KEYS[2])
+ensure(KEYS[2], now_us())
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+local m = redis.call('HMGET', KEYS[2], 'head', 'epoch', 'lost')
+local out = {m[1], m[2], m[3], tostring(existed)}
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+for _, e in ipairs(entries) do
+  local f = e[2]
+  local id, members = '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 'i' then id = f[i + 1] elseif f[i] == 'm' then members = f[i + 1] end
+  end
+  table.insert(out, string.match(e[1], '^(%d+)'))
+  table.insert(out, id)
+  table.insert(out, members)
+end
+return out
+";
+
+/// KEYS: meta. ARGV: ttl_s. A cursor no later message can be stamped before.
+const TIMEOUT_MARK: &str = r"
+local now = now_us()
+ensure(KEYS[1], now)
+local head = math.max(tonumber(redis.call('HGET', KEYS[1], 'head')), now)
+local hs = string.format('%.0f', head)
+redis.call('HSET', KEYS[1], 'head', hs)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return hs
+";
+
+/// Connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+struct Scripts {
+    publish: Script,
+    read: Script,
+    timeout_mark: Script,
+}
+
+/// History fetched from Redis, shared by a channel's local waiters.
+#[derive(Default)]
+struct Cache {
+    /// Every message with `from < ts <= upto` is in `messages`.
+    from: Timestamp,
+    upto: Timestamp,
+    messages: VecDeque<Arc<Message>>,
+    epoch: Timestamp,
+    lost: Timestamp,
+    /// The meta hash was missing when read: the history is gone.
+    fresh: bool,
+    valid: bool,
+}
+
+struct Slot {
+    wake: watch::Sender<Timestamp>,
+    cache: tokio::sync::Mutex<Cache>,
+    /// Set after a reconnect: notifications may have been missed.
+    stale: AtomicBool,
+}
+
+pub struct RedisBroker {
+    client: redis::Client,
+    settings: RedisSettings,
+    conn: ArcSwapOption<ConnectionManager>,
+    subscribed: AtomicBool,
+    scripts: Scripts,
+    slots: Shards<Slot>,
+}
+
+impl RedisBroker {
+    /// # Errors
+    /// When the URL is not a Redis URL.
+    pub fn new(settings: RedisSettings) -> Result<Arc<RedisBroker>, redis::RedisError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        Ok(Arc::new(RedisBroker {
+            client,
+            settings,
+            conn: ArcSwapOption::empty(),
+            subscribed: AtomicBool::new(false),
+            scripts: Scripts {
+                publish: Script::new(&format!("{ENSURE_META}{PUBLISH}")),
+                read: Script::new(&format!("{ENSURE_META}{READ}")),
+                timeout_mark: Script::new(&format!("{ENSURE_META}{TIMEOUT_MARK}")),
+            },
+            slots: Shards::new(),
+        }))
+    }
+
+    fn keys(&self, channel: &ChannelName) -> (String, String) {
+        let p = &self.settings.key_prefix;
+        (format!("{p}{{{channel}}}:s"), format!("{p}{{{channel}}}:m"))
+    }
+
+    fn notify_channel(&self) -> String {
+        format!("{}notify", self.settings.key_prefix)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) && self.conn.load().is_some()
+    }
+
+    fn conn(&self) -> Result<ConnectionManager, BrokerError> {
+        self.conn
+            .load_full()
+            .map(|c| (*c).clone())
+            .ok_or(BrokerError::Unavailable)
+    }
+
+    /// Runs a script with a hard deadline: a broker that does not answer is
+    /// unavailable, never a hang.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, BrokerError> {
+        let mut conn = self.conn()?;
+        match tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                warn!(error = %e, "redis command failed");
+                Err(BrokerError::Unavailable)
+            }
+            Err(_) => {
+                warn!("redis command timed out");
+                Err(BrokerError::Unavailable)
+            }
+        }
+    }
+
+    fn ttl_secs(buffer: BufferConfig) -> u64 {
+        // Idle history outlives its messages a little, so a returning client
+        // is told "gap" rather than finding a fresh, empty channel.
+        buffer.max_age.as_secs().saturating_mul(2).max(60)
+    }
+
+    pub async fn publish(
+        &self,
+        items: &[(ChannelName, Prepared)],
+        buffer: BufferConfig,
+    ) -> Result<Vec<Published>, BrokerError> {
+        // Fail fast while disconnected: a 503 now beats a false 200 later.
+        if !self.is_ready() {
+            return Err(BrokerError::Unavailable);
+        }
+        let mut out = Vec::with_capacity(items.len());
+        let max_age_us = u64::try_from(buffer.max_age.as_micros()).unwrap_or(u64::MAX);
+        for (channel, prepared) in items {
+            let id = Uuid::new_v4();
+            let (stream, meta) = self.keys(channel);
+            let mut inv = self.scripts.publish.prepare_invoke();
+            inv.key(&stream)
+                .key(&meta)
+                .arg(id.hyphenated().to_string())
+                .arg(prepared.members().as_ref())
+                .arg(buffer.max_size)
+                .arg(max_age_us)
+                .arg(Self::ttl_secs(buffer))
+                .arg(self.notify_channel())
+                .arg(channel.as_str());
+            let ts: String = self.invoke(inv).await?;
+            let timestamp = Timestamp(ts.parse().map_err(|_| BrokerError::Unavailable)?);
+            out.push(Published {
+                channel: channel.clone(),
+                id,
+                timestamp,
+                waiters: self.local_waiters(channel),
+            });
+        }
+        Ok(out)
+    }
+
+    fn local_waiters(&self, channel: &ChannelName) -> usize {
+        self.slots
+            .shard(channel)
+            .lock()
+            .get(channel)
+            .map_or(0, |s| s.wake.receiver_count())
+    }
+
+    pub fn subscribe(
+        self: &Arc<Self>,
+        channel: &ChannelName,
+        buffer: BufferConfig,
+    ) -> Subscription {
+        let (slot, rx) = {
+            let mut map = self.slots.shard(channel).lock();
+            let slot = map
+                .entry(channel.clone())
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        wake: watch::channel(Timestamp(0)).0,
+                        cache: tokio::sync::Mutex::default(),
+                        stale: AtomicBool::new(false),
+                    })
+                })
+                .clone();
+            let rx = slot.wake.subscribe();
+            (slot, rx)
+        };
+        Subscription {
+            broker: self.clone(),
+            channel: channel.clone(),
+            slot,
+            rx: Some(rx),
+            buffer,
+        }
+    }
+
+    fn release(&self, channel: &ChannelName) {
+        let mut map = self.slots.shard(channel).lock();
+        if map
+            .get(channel)
+            .is_some_and(|s| s.wake.receiver_count() == 0)
+        {
+            map.remove(channel);
+        }
+    }
+
+    /// Wakes the local waiters of `channel` (a notification arrived).
+    fn wake(&self, channel: &ChannelName, ts: Timestamp) {
+        if let Some(slot) = self.slots.shard(channel).lock().get(channel) {
+            slot.wake.send_replace(ts);
+        }
+    }
+
+    /// Wakes every local waiter: after a reconnect, notifications may have
+    /// been missed, so each re-checks the history.
+    fn wake_all(&self) {
+        for shard in self.slots.iter() {
+            for slot in shard.lock().values() {
+                slot.stale.store(true, Ordering::Release);
+                slot.wake.send_modify(|t| t.0 = t.0.saturating_add(1));
+            }
+        }
+    }
+
+    pub fn totals(&self) -> (usize, usize) {
+        let channels = self.slots.iter().map(|s| s.lock().len()).sum();
+        (channels, 0)
+    }
+
+    pub fn info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
+        let slot = self.slots.get(channel)?;
+        let cache = slot.cache.try_lock().ok();
+        Some(ChannelInfo {
+            waiters: slot.wake.receiver_count(),
+            buffered: cache.as_ref().map_or(0, |c| c.messages.len()),
+            last_timestamp: cache.and_then(|c| c.messages.back().map(|m| m.timestamp)),
+        })
+    }
+
+    /// Keeps the command connection and the notification subscription up
+    /// until `shutdown`, reconnecting with backoff; logs every state change.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = REDIS_BACKOFF_MIN;
+        loop {
+            match self.connect().await {
+                Ok(pubsub) => {
+                    backoff = REDIS_BACKOFF_MIN;
+                    self.subscribed.store(true, Ordering::Release);
+                    info!(url = %redact(&self.settings.url), "redis broker connected");
+                    self.wake_all();
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            msg = messages.next() => match msg {
+                                Some(msg) => self.on_notification(msg.get_payload_bytes()),
+                                None => break,
+                            },
+                        }
+                    }
+                    self.subscribed.store(false, Ordering::Release);
+                    warn!("redis broker connection lost; reconnecting");
+                }
+                Err(e) => {
+                    self.subscribed.store(false, Ordering::Release);
+                    warn!(error = %e, retry_in = ?backoff, "redis broker unavailable");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(REDIS_BACKOFF_MAX);
+        }
+    }
+
+    async fn connect(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
+        let connect = async {
+            // A fresh command connection with every subscription: the old one
+            // died with the server, and would fail its next command.
+            self.conn.store(None);
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(REDIS_TIMEOUT)
+                .set_response_timeout(REDIS_TIMEOUT)
+                .set_number_of_retries(1);
+            let manager = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+            self.conn.store(Some(Arc::new(manager)));
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(self.notify_channel()).await?;
+            Ok(pubsub)
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT * 2, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "connect timed out",
+            ))),
+        }
+    }
+
+    fn on_notification(&self, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let Some((name, ts)) = text.rsplit_once(' ') else {
+            return;
+        };
+        let (Ok(channel), Ok(ts)) = (ChannelName::parse(name), ts.parse::<u64>()) else {
+            return;
+        };
+        self.wake(&channel, Timestamp(ts));
+    }
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// A local waiter's registration on a channel.
+pub struct Subscription {
+    broker: Arc<RedisBroker>,
+    channel: ChannelName,
+    slot: Arc<Slot>,
+    rx: Option<watch::Receiver<Timestamp>>,
+    buffer: BufferConfig,
+}
+
+impl Subscription {
+    pub async fn head(&self) -> Result<Timestamp, BrokerError> {
+        let mut cache = self.slot.cache.lock().await;
+        self.fetch(&mut cache, Timestamp(u64::MAX / 2), 1).await?;
+        Ok(cache.upto)
+    }
+
+    pub async fn read(&self, cursor: Cursor, max: usize) -> Result<Read, BrokerError> {
+        match cursor {
+            Cursor::Oldest => self.read_after(Timestamp(0), max, false).await,
+            Cursor::After(t) => self.read_after(t, max, true).await,
+            // Ids are not indexed in Redis: look for it in the history.
+            Cursor::AfterId(id) => {
+                let all = self.read_after(Timestamp(0), usize::MAX, false).await?;
+                match all.messages.iter().position(|m| m.id == id) {
+                    Some(i) => Ok(Read {
+                        messages: all.messages.into_iter().skip(i + 1).take(max).collect(),
+                        gap: false,
+                    }),
+                    None => Ok(Read {
+                        messages: all.messages.into_iter().take(max).collect(),
+                        gap: true,
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn read_after(
+        &self,
+        after: Timestamp,
+        max: usize,
+        check_gap: bool,
+    ) -> Result<Read, BrokerError> {
+        let known = *self.slot.wake.borrow();
+        let stale = self.slot.stale.swap(false, Ordering::AcqRel);
+        let mut cache = self.slot.cache.lock().await;
+        let usable = !stale && cache.valid && after >= cache.from && known <= cache.upto;
+        if !usable {
+            self.fetch(&mut cache, after, max.clamp(REDIS_READ_BATCH, 10_000))
+                .await?;
+        }
+        let gap = check_gap
+            && ((cache.fresh && after.0 > 0) || after < cache.epoch || after < cache.lost);
+        let messages = cache
+            .messages
+            .iter()
+            .filter(|m| m.timestamp > after)
+            .take(max)
+            .cloned()
+            .collect();
+        Ok(Read { messages, gap })
+    }
+
+    async fn fetch(
+        &self,
+        cache: &mut Cache,
+        after: Timestamp,
+        count: usize,
+    ) -> Result<(), BrokerError> {
+        let (stream, meta) = self.broker.keys(&self.channel);
+        let mut inv = self.broker.scripts.read.prepare_invoke();
+        inv.key(&stream)
+            .key(&meta)
+            .arg(after.0)
+            .arg(count)
+            .arg(RedisBroker::ttl_secs(self.buffer));
+        let fields: Vec<Bytes> = self
+            .broker
+            .invoke::<Vec<Vec<u8>>>(inv)
+            .await?
+            .into_iter()
+            .map(Bytes::from)
+            .collect();
+        let num = |b: Option<&Bytes>| -> u64 {
+            b.and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let head = Timestamp(num(fields.first()));
+        let mut messages = VecDeque::new();
+        for entry in fields.get(4..).unwrap_or_default().chunks_exact(3) {
+            let ts = Timestamp(num(entry.first()));
+            let Some(id) = entry
+                .get(1)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| Uuid::parse_str(s).ok())
+            else {
+                continue;
+            };
+            let members = Prepared::from_members(entry.get(2).cloned().unwrap_or_default());
+            messages.push_back(Arc::new(Message::new(id, ts, &members)));
+        }
+        let complete = messages.len() < count;
+        *cache = Cache {
+            from: after.min(head),
+            upto: if complete {
+                head
+            } else {
+                messages.back().map_or(head, |m| m.timestamp)
+            },
+            messages,
+            epoch: Timestamp(num(fields.get(1))),
+            lost: Timestamp(num(fields.get(2))),
+            fresh: num(fields.get(3)) == 0,
+            valid: true,
+        };
+        // A history just recreated is only "fresh" for the read that found it.
+        if cache.fresh {
+            cache.valid = false;
+        }
+        Ok(())
+    }
+
+    pub async fn timeout_mark(&self, fallback: Timestamp) -> Timestamp {
+        let (_, meta) = self.broker.keys(&self.channel);
+        let mut inv = self.broker.scripts.timeout_mark.prepare_invoke();
+        inv.key(&meta).arg(RedisBroker::ttl_secs(self.buffer));
+        match self.broker.invoke::<String>(inv).await {
+            Ok(ts) => ts.parse().map(Timestamp).unwrap_or(fallback),
+            // Broker down: hand the client its own cursor back. Lossless; it
+            // simply asks again from where it was.
+            Err(_) => fallback,
+        }
+    }
+
+    pub async fn changed(&mut self) {
+        shards::changed(&mut self.rx).await;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.rx = None;
+        if self.slot.wake.receiver_count() == 0 {
+            self.broker.release(&self.channel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}
