@@ -66,6 +66,10 @@ pub const CHANNEL_NAME_MAX: usize = 200;
 /// Time a TLS client has to complete its handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `pollgate tail`: first and longest pause between failed polls.
+pub const TAIL_BACKOFF_MIN: Duration = Duration::from_millis(250);
+pub const TAIL_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
 /// Pause after a failed accept (out of file descriptors, usually) before
 /// trying again, so the loop does not spin while the condition lasts.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);

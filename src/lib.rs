@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod defaults;
 pub mod http;

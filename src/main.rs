@@ -44,6 +44,35 @@ enum Command {
     /// Validate the config file: list every error with its location (exit 1),
     /// or summarize the routes (exit 0).
     Check,
+    /// Publish a JSON object to a channel; prints the message id and timestamp.
+    Publish {
+        /// The webhook listener of a running pollgate.
+        #[arg(
+            long,
+            env = "POLLGATE_WEBHOOK",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        webhook: String,
+        /// Bearer token, when the webhook requires one.
+        #[arg(long, env = "POLLGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Channel name.
+        channel: String,
+        /// The JSON object, or `-` (the default) to read it from stdin.
+        #[arg(default_value = "-")]
+        json: String,
+    },
+    /// Follow a channel: print each message as a JSON line, across reconnects.
+    Tail {
+        /// The poll route's base URL of a running pollgate.
+        #[arg(long, default_value = "http://127.0.0.1:8080/api/poll/")]
+        url: String,
+        /// Start after this timestamp (`0` = from the oldest buffered).
+        #[arg(long)]
+        since: Option<String>,
+        /// Channel name.
+        channel: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +91,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),
+        Command::Publish {
+            webhook,
+            token,
+            channel,
+            json,
+        } => publish(&webhook, token.as_deref(), &channel, json),
+        Command::Tail {
+            url,
+            since,
+            channel,
+        } => tail(&url, &channel, since),
         Command::Run => {
             init_logging(cli.log_format);
             run(cli.config)
@@ -80,6 +120,53 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn client_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn publish(webhook: &str, token: Option<&str>, channel: &str, json: String) -> ExitCode {
+    let json = if json == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            eprintln!("error: cannot read stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        text
+    } else {
+        json
+    };
+    let Some(rt) = client_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(pollgate::cli::publish(webhook, token, channel, json)) {
+        Ok((id, ts)) => {
+            println!("{id} {ts}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tail(url: &str, channel: &str, since: Option<String>) -> ExitCode {
+    let Some(rt) = client_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(pollgate::cli::tail(url, channel, since, std::io::stdout()));
+    ExitCode::SUCCESS
 }
 
 fn init_logging(format: LogFormat) {
