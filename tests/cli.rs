@@ -96,6 +96,7 @@ async fn tail_prints_each_message_as_a_json_line() {
         .await
         .unwrap();
     child.kill().unwrap();
+    child.wait().unwrap();
     let ns: Vec<i64> = lines
         .iter()
         .map(|l| {
