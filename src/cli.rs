@@ -102,6 +102,24 @@ pub async fn publish(
     }
 }
 
+/// `GET url` succeeds with 200: a probe for containers whose health port
+/// is loopback-only.
+///
+/// # Errors
+/// See [`CliError`].
+pub async fn probe(url: &str) -> Result<(), CliError> {
+    let req = Request::get(url)
+        .body(Full::default())
+        .map_err(|_| CliError::Url(url.to_owned()))?;
+    match send(&client(), req).await? {
+        (StatusCode::OK, _) => Ok(()),
+        (status, body) => Err(CliError::Status {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }),
+    }
+}
+
 /// Follows `channel`, writing each message's data as one JSON line to `out`,
 /// carrying the cursor across reconnects and backing off on errors. Runs
 /// until `out` fails (the reader went away).

@@ -62,6 +62,11 @@ enum Command {
         #[arg(default_value = "-")]
         json: String,
     },
+    /// Exit 0 when URL answers 200 (a container probe for /readyz or /healthz).
+    Probe {
+        #[arg(long, default_value = "http://127.0.0.1:8081/readyz")]
+        url: String,
+    },
     /// Follow a channel: print each message as a JSON line, across reconnects.
     Tail {
         /// The poll route's base URL of a running pollgate.
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
             since,
             channel,
         } => tail(&url, &channel, since),
+        Command::Probe { url } => probe(&url),
         Command::Run => {
             init_logging(cli.log_format);
             run(cli.config)
@@ -154,6 +160,19 @@ fn publish(webhook: &str, token: Option<&str>, channel: &str, json: String) -> E
             println!("{id} {ts}");
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(url: &str) -> ExitCode {
+    let Some(rt) = client_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(pollgate::cli::probe(url)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
