@@ -17,7 +17,9 @@
  *   Retry-After on 429/503), and emits `disconnected` once and `connected`
  *   again when a poll succeeds;
  * - every request has a client-side deadline (server timeout + grace), so a
- *   silently dropped connection is noticed.
+ *   silently dropped connection is noticed;
+ * - the first poll after a start or an error uses timeout=0, so `connected`
+ *   fires at once and the cursor starts from pollgate's answer.
  */
 (function (root, factory) {
   if (typeof module === "object" && module.exports) {
@@ -87,7 +89,10 @@
   };
 
   PollgateClient.prototype._pollUrl = function () {
-    var params = ["timeout=" + encodeURIComponent(this.timeout)];
+    // Until a poll has succeeded, ask with timeout=0: the answer comes at
+    // once, so `connected` fires promptly and the cursor is set from it.
+    var timeout = this._connected ? this.timeout : 0;
+    var params = ["timeout=" + encodeURIComponent(timeout)];
     if (this.since !== undefined) params.push("since=" + encodeURIComponent(this.since));
     if (this.max !== undefined) params.push("max=" + encodeURIComponent(this.max));
     return this.url + encodeURIComponent(this.channel) + "?" + params.join("&");
