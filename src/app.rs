@@ -393,6 +393,7 @@ async fn webhook_request(shared: &Shared, req: Request<Incoming>) -> Response<Bo
         broker: &shared.broker,
         config: &active.config,
         metrics: &shared.metrics,
+        shutdown: &shared.shutdown,
     };
     webhook::handle(req, cx).await
 }

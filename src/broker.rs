@@ -124,6 +124,14 @@ impl Broker {
         }
     }
 
+    /// Up to `limit` channels held by this instance, most waiters first.
+    pub fn channels(&self, limit: usize) -> Vec<(ChannelName, ChannelInfo)> {
+        match self {
+            Broker::Memory(m) => m.channels(limit),
+            Broker::Redis(r) => r.channels(limit),
+        }
+    }
+
     /// (channels, buffered messages) held by this instance.
     pub fn totals(&self) -> (usize, usize) {
         match self {

@@ -126,3 +126,7 @@ pub const REDIS_READ_BATCH: usize = 100;
 /// Redis broker defaults: a local Redis, database 0, keys under "pollgate:".
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 pub const REDIS_KEY_PREFIX: &str = "pollgate:";
+
+/// Status page: longest wait of one `/status` long poll, and channels listed.
+pub const STATUS_MAX_WAIT: Duration = Duration::from_secs(30);
+pub const STATUS_CHANNELS: usize = 50;

@@ -92,6 +92,8 @@ struct Inner {
     broker_up: Gauge,
     broker_errors: Counter,
     held_total: watch::Sender<usize>,
+    /// Bumped by every accepted publish: the status page long-polls on it.
+    activity: watch::Sender<u64>,
 }
 
 /// Shared metrics handle; cheap to clone.
@@ -226,6 +228,7 @@ impl Metrics {
             broker_up,
             broker_errors,
             held_total: watch::channel(0).0,
+            activity: watch::channel(0).0,
         }))
     }
 
@@ -264,12 +267,23 @@ impl Metrics {
         self.0.delivery_latency.observe(age_secs.max(0.0));
     }
 
+    /// Publishes accepted since start, as a stream of changes.
+    pub fn activity(&self) -> watch::Receiver<u64> {
+        self.0.activity.subscribe()
+    }
+
+    /// Messages delivered since start.
+    pub fn delivered_total(&self) -> u64 {
+        self.0.delivered.get()
+    }
+
     pub fn wakeup_missed(&self) {
         self.0.wakeups_missed.inc();
     }
 
     pub fn published(&self, accepted: u64, rejected: u64) {
         if accepted > 0 {
+            self.0.activity.send_modify(|n| *n += accepted);
             self.0
                 .publishes
                 .get_or_create(&ResultLabel {

@@ -5,6 +5,7 @@
 //! request for the route table.
 
 mod publish;
+mod status;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -22,6 +23,7 @@ pub struct WebhookContext<'a> {
     pub broker: &'a Broker,
     pub config: &'a Config,
     pub metrics: &'a Metrics,
+    pub shutdown: &'a tokio_util::sync::CancellationToken,
 }
 
 /// Errors of the webhook router itself.
@@ -71,7 +73,7 @@ pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<
     let method = req.method().clone();
     let (allowed, resp) = match path.as_str() {
         "/publish" => ("POST", (method == Method::POST).then_some(())),
-        "/healthz" | "/readyz" | "/metrics" => (
+        "/" | "/status" | "/healthz" | "/readyz" | "/metrics" => (
             "GET, HEAD",
             matches!(method, Method::GET | Method::HEAD).then_some(()),
         ),
@@ -93,6 +95,8 @@ pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<
         "/healthz" => h::json(StatusCode::OK, r#"{"status":"ok"}"#),
         "/readyz" => readyz(&cx),
         "/metrics" => metrics(&cx),
+        "/" => status::page(),
+        "/status" => status::status(req.uri().query(), &cx).await,
         p => match (p.strip_prefix("/publish/"), p.strip_prefix("/channels/")) {
             (Some(channel), _) => publish::one(req, channel, &cx).await,
             (_, Some(channel)) => channel_info(channel, &cx),

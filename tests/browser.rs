@@ -2,8 +2,12 @@
 //! Debian's chromium and `npm ci` in examples/chat; .ci/run provides both and
 //! sets POLLGATE_REQUIRE_BROWSER=1, so CI never skips this.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Command;
+
+use support::*;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -13,8 +17,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn two_browser_pages_chat_through_pollgate_across_a_restart() {
+/// Chromium and playwright-core are there, or the test must be skipped
+/// (loudly, and never in CI).
+fn browser_ready() -> bool {
     let ready = std::path::Path::new("/usr/bin/chromium").exists()
         && std::path::Path::new("examples/chat/node_modules/playwright-core").exists();
     if !ready {
@@ -22,7 +27,39 @@ fn two_browser_pages_chat_through_pollgate_across_a_restart() {
             std::env::var("POLLGATE_REQUIRE_BROWSER").is_err(),
             "POLLGATE_REQUIRE_BROWSER is set but chromium or playwright-core is missing"
         );
-        eprintln!("\n*** SKIPPED: no /usr/bin/chromium or examples/chat/node_modules: the browser example was NOT tested ***\n");
+        eprintln!("\n*** SKIPPED: no /usr/bin/chromium or examples/chat/node_modules: the browser tests did NOT run ***\n");
+    }
+    ready
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_updates_itself_after_a_publish() {
+    if !browser_ready() {
+        return;
+    }
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node_path = std::fs::canonicalize("examples/chat/node_modules").unwrap();
+    let out = tokio::process::Command::new("node")
+        .args(["--test", "tests/browser/status.test.js"])
+        .env("NODE_PATH", node_path)
+        .env("POLLGATE_WEBHOOK", format!("http://{}", pg.webhook))
+        .env("SCREENSHOT_DIR", dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("# pass 1"), "{stdout}");
+}
+
+#[test]
+fn two_browser_pages_chat_through_pollgate_across_a_restart() {
+    if !browser_ready() {
         return;
     }
     let pg_bin = PathBuf::from(env!("CARGO_BIN_EXE_pollgate"));

@@ -137,6 +137,35 @@ impl MemoryBroker {
         })
     }
 
+    /// Up to `limit` channels with their state, most waiters first.
+    pub fn channels(&self, limit: usize) -> Vec<(ChannelName, ChannelInfo)> {
+        let mut out: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                let map = shard.lock();
+                map.iter()
+                    .map(|(name, slot)| {
+                        let buffer = slot.buffer.lock();
+                        let info = ChannelInfo {
+                            waiters: slot.wake.receiver_count(),
+                            buffered: buffer.len(),
+                            last_timestamp: buffer.newest(),
+                        };
+                        (name.clone(), info)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.1.waiters
+                .cmp(&a.1.waiters)
+                .then(b.1.buffered.cmp(&a.1.buffered))
+        });
+        out.truncate(limit);
+        out
+    }
+
     /// (channels, buffered messages) over all channels.
     pub fn totals(&self) -> (usize, usize) {
         let mut channels = 0;

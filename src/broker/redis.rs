@@ -323,6 +323,22 @@ impl RedisBroker {
         (channels, 0)
     }
 
+    /// Up to `limit` channels with local waiters, most waiters first.
+    pub fn channels(&self, limit: usize) -> Vec<(ChannelName, ChannelInfo)> {
+        let names: Vec<ChannelName> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.lock().keys().cloned().collect::<Vec<_>>())
+            .collect();
+        let mut out: Vec<_> = names
+            .into_iter()
+            .filter_map(|n| self.info(&n).map(|i| (n, i)))
+            .collect();
+        out.sort_by(|a, b| b.1.waiters.cmp(&a.1.waiters));
+        out.truncate(limit);
+        out
+    }
+
     pub fn info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
         let slot = self.slots.get(channel)?;
         let cache = slot.cache.try_lock().ok();

@@ -1,0 +1,70 @@
+//! The status page (`GET /`) and its data (`GET /status`), on the webhook
+//! listener. The page has no external assets and updates itself by long
+//! polling `/status?after=N`, which answers once more than N messages have
+//! been published (or after its timeout).
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::WebhookContext;
+use crate::defaults::{STATUS_CHANNELS, STATUS_MAX_WAIT};
+use crate::http::{self as h, Body};
+
+const PAGE: &str = include_str!("status.html");
+
+pub(super) fn page() -> Response<Body> {
+    let mut resp = Response::new(h::full(PAGE));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub(super) async fn status(query: Option<&str>, cx: &WebhookContext<'_>) -> Response<Body> {
+    let mut after = None;
+    let mut wait = Duration::ZERO;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "after" => after = v.parse::<u64>().ok(),
+            "timeout" => {
+                let secs = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .unwrap_or(0.0);
+                wait = Duration::from_secs_f64(secs.min(STATUS_MAX_WAIT.as_secs_f64()));
+            }
+            _ => {}
+        }
+    }
+    if let Some(after) = after {
+        let mut activity = cx.metrics.activity();
+        let changed = activity.wait_for(|n| *n > after);
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = cx.shutdown.cancelled() => {}
+        }
+    }
+    let (channels_total, buffered) = cx.broker.totals();
+    let channels: Vec<serde_json::Value> = cx
+        .broker
+        .channels(STATUS_CHANNELS)
+        .into_iter()
+        .map(|(name, info)| serde_json::json!({ "channel": name.as_str(), "waiters": info.waiters, "buffered": info.buffered }))
+        .collect();
+    let body = serde_json::json!({
+        "held": *cx.metrics.held().borrow(),
+        "channels_total": channels_total,
+        "buffered": buffered,
+        "published": *cx.metrics.activity().borrow(),
+        "delivered": cx.metrics.delivered_total(),
+        "channels": channels,
+    });
+    h::json(StatusCode::OK, body.to_string())
+}
