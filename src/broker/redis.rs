@@ -334,7 +334,7 @@ impl RedisBroker {
             .into_iter()
             .filter_map(|n| self.info(&n).map(|i| (n, i)))
             .collect();
-        out.sort_by(|a, b| b.1.waiters.cmp(&a.1.waiters));
+        out.sort_by_key(|e| std::cmp::Reverse(e.1.waiters));
         out.truncate(limit);
         out
     }
