@@ -126,8 +126,11 @@ async fn serve<I, H, F>(
     H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let fut = handler(req, info);
+    let service = service_fn(move |req: Request<Incoming>| {
+        // Debug level: free when off, and every log line of the request nests under it.
+        let span =
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
+        let fut = handler(req, info).instrument(span);
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

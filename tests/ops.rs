@@ -204,6 +204,9 @@ struct Binary {
     child: Child,
     public: std::net::SocketAddr,
     webhook: std::net::SocketAddr,
+    /// Log messages, in order.
+    log: std::sync::mpsc::Receiver<String>,
+    path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -235,13 +238,35 @@ impl Binary {
                 );
             }
         };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining the log so the child never blocks on a full pipe;
+        // the messages are kept for tests that look for one.
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                let _ = tx.send(v["message"].as_str().unwrap_or_default().to_owned());
+            }
+        });
         Binary {
             child,
             public,
             webhook,
+            log,
+            path,
             _dir: dir,
+        }
+    }
+
+    /// Waits for a log line with this message.
+    fn logged(&self, message: &str) {
+        loop {
+            let line = self
+                .log
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("never logged {message:?}"));
+            if line == message {
+                return;
+            }
         }
     }
 
@@ -331,4 +356,22 @@ async fn a_second_signal_exits_at_once() {
     bin.signal("INT");
     assert_eq!(bin.exit_code(Duration::from_secs(3)).await, Some(130));
     slow.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    let up = Upstream::start("app").await;
+    let bin = Binary::start(&yaml(Some(up.addr), ""));
+    bin.signal("HUP");
+    bin.logged("SIGHUP: reloading config");
+    bin.logged("config reloaded");
+    // A bad file is rejected and pollgate keeps serving.
+    std::fs::write(&bin.path, "routes: [").unwrap();
+    bin.logged("config rejected; the running config stays in force");
+    assert_eq!(
+        get(&format!("http://{}/api/x", bin.public)).await.status,
+        200
+    );
+    bin.signal("TERM");
+    assert_eq!(bin.exit_code(Duration::from_secs(10)).await, Some(0));
 }
