@@ -286,3 +286,52 @@ async fn lost_history_is_a_gap_not_a_silent_skip() {
     assert_eq!(b["gap"], true, "{b}");
     assert_eq!(b["data"]["n"], 1);
 }
+
+/// Redis Cluster: channels spread over the slots of three nodes; two
+/// instances share them as with a single Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_works_like_a_single_redis() {
+    let Some(cluster) = support::redis::RedisCluster::start().await else {
+        assert!(
+            std::env::var("POLLGATE_REQUIRE_REDIS").is_err(),
+            "redis-server and redis-cli are required"
+        );
+        eprintln!(
+            "*** SKIPPED: redis-server / redis-cli not on PATH: Redis Cluster NOT tested ***"
+        );
+        return;
+    };
+    let broker = format!(
+        "broker: {{ kind: redis, url: \"{}\", key_prefix: \"{}\", cluster: true }}\nlimits: {{ max_per_client: 1000 }}\n",
+        cluster.seed_url(),
+        prefix()
+    );
+    let a = Pollgate::start(&yaml(None, &broker)).await;
+    let b = Pollgate::start(&yaml(None, &broker)).await;
+    ready(&a).await;
+    ready(&b).await;
+    // Twenty channels land on different slots, so on different nodes.
+    let waiters: Vec<_> = (0..20)
+        .map(|i| {
+            let url = a.url(&format!("/api/poll/room{i}?timeout=30"));
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    a.held(20).await;
+    for i in 0..20 {
+        b.publish(&format!("room{i}"), json!({"room": i})).await;
+    }
+    for (i, w) in waiters.into_iter().enumerate() {
+        assert_eq!(w.await.unwrap().json()["data"]["room"], i as i64);
+    }
+    // History and cursors work across the cluster too.
+    let first = b.publish("room0", json!({"n": 1})).await;
+    b.publish("room0", json!({"n": 2})).await;
+    let body = get(&a.url(&format!(
+        "/api/poll/room0?since={}&timeout=0",
+        first["timestamp"]
+    )))
+    .await
+    .json();
+    assert_eq!(body["data"]["n"], 2);
+}

@@ -112,8 +112,18 @@ return hs
 /// Connection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
+    /// The server, or with `cluster` one node to discover the cluster from.
     pub url: String,
     pub key_prefix: String,
+    /// Redis Cluster: commands are routed by each channel's hash slot.
+    pub cluster: bool,
+}
+
+/// The command connection: one server, or a cluster routed by slot.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 struct Scripts {
@@ -146,7 +156,7 @@ struct Slot {
 pub struct RedisBroker {
     client: redis::Client,
     settings: RedisSettings,
-    conn: ArcSwapOption<ConnectionManager>,
+    conn: ArcSwapOption<Conn>,
     subscribed: AtomicBool,
     scripts: Scripts,
     slots: Shards<Slot>,
@@ -184,7 +194,7 @@ impl RedisBroker {
         self.subscribed.load(Ordering::Acquire) && self.conn.load().is_some()
     }
 
-    fn conn(&self) -> Result<ConnectionManager, BrokerError> {
+    fn conn(&self) -> Result<Conn, BrokerError> {
         self.conn
             .load_full()
             .map(|c| (*c).clone())
@@ -197,13 +207,19 @@ impl RedisBroker {
         &self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<T, BrokerError> {
-        let mut conn = self.conn()?;
-        match tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
+        let call = async {
+            match self.conn()? {
+                Conn::Single(mut c) => Ok(invocation.invoke_async(&mut c).await),
+                Conn::Cluster(mut c) => Ok(invocation.invoke_async(&mut c).await),
+            }
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => {
                 warn!(error = %e, "redis command failed");
                 Err(BrokerError::Unavailable)
             }
+            Ok(Err(unavailable)) => Err(unavailable),
             Err(_) => {
                 warn!("redis command timed out");
                 Err(BrokerError::Unavailable)
@@ -391,12 +407,24 @@ impl RedisBroker {
             // A fresh command connection with every subscription: the old one
             // died with the server, and would fail its next command.
             self.conn.store(None);
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(REDIS_TIMEOUT)
-                .set_response_timeout(REDIS_TIMEOUT)
-                .set_number_of_retries(1);
-            let manager = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-            self.conn.store(Some(Arc::new(manager)));
+            let conn = if self.settings.cluster {
+                let client =
+                    redis::cluster::ClusterClient::builder(vec![self.settings.url.as_str()])
+                        .connection_timeout(REDIS_TIMEOUT)
+                        .response_timeout(REDIS_TIMEOUT)
+                        .retries(1)
+                        .build()?;
+                Conn::Cluster(client.get_async_connection().await?)
+            } else {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(REDIS_TIMEOUT)
+                    .set_response_timeout(REDIS_TIMEOUT)
+                    .set_number_of_retries(1);
+                Conn::Single(ConnectionManager::new_with_config(self.client.clone(), config).await?)
+            };
+            self.conn.store(Some(Arc::new(conn)));
+            // In a cluster, a classic PUBLISH reaches subscribers on every
+            // node, so one subscription to the seed node hears every channel.
             let mut pubsub = self.client.get_async_pubsub().await?;
             pubsub.subscribe(self.notify_channel()).await?;
             Ok(pubsub)

@@ -143,6 +143,7 @@ pub struct RawBroker {
     pub kind: Option<RawBrokerKind>,
     pub url: Option<String>,
     pub key_prefix: Option<String>,
+    pub cluster: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

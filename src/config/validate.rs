@@ -473,7 +473,7 @@ impl Validator {
     fn broker(&mut self, raw: super::raw::RawBroker) -> BrokerConfig {
         match raw.kind {
             None | Some(RawBrokerKind::Memory) => {
-                if raw.url.is_some() || raw.key_prefix.is_some() {
+                if raw.url.is_some() || raw.key_prefix.is_some() || raw.cluster.is_some() {
                     self.fail("broker.kind", "url and key_prefix apply to `kind: redis`");
                 }
                 BrokerConfig::Memory
@@ -495,7 +495,11 @@ impl Validator {
                         "must not contain { or } (pollgate adds the cluster hash tag)",
                     );
                 }
-                BrokerConfig::Redis(crate::broker::RedisSettings { url, key_prefix })
+                BrokerConfig::Redis(crate::broker::RedisSettings {
+                    url,
+                    key_prefix,
+                    cluster: raw.cluster.unwrap_or(false),
+                })
             }
         }
     }
