@@ -223,9 +223,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.rx = None;
-        if self.slot.wake.receiver_count() == 0 {
-            self.broker.release(&self.channel);
-        }
+        let (broker, channel) = (&self.broker, &self.channel);
+        shards::leave(&mut self.rx, &self.slot.wake, || broker.release(channel));
     }
 }
