@@ -11,7 +11,7 @@ mod buffer;
 mod memory;
 mod message;
 mod redis;
-mod shards;
+mod waiter;
 
 use std::sync::Arc;
 

@@ -36,12 +36,13 @@ pub enum CliError {
     Answer(String),
 }
 
+/// A channel name as one URL path segment.
+fn segment(channel: &str) -> String {
+    percent_encoding::utf8_percent_encode(channel, percent_encoding::NON_ALPHANUMERIC).collect()
+}
+
 fn client() -> CliClient {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let (tls, _) = crate::tls::client_config(crate::tls::Roots::System);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -74,10 +75,11 @@ pub async fn publish(
     channel: &str,
     json: String,
 ) -> Result<(String, String), CliError> {
-    let encoded: String =
-        percent_encoding::utf8_percent_encode(channel, percent_encoding::NON_ALPHANUMERIC)
-            .collect();
-    let url = format!("{}/publish/{encoded}", webhook.trim_end_matches('/'));
+    let url = format!(
+        "{}/publish/{}",
+        webhook.trim_end_matches('/'),
+        segment(channel)
+    );
     let mut req = Request::post(&url).header("content-type", "application/json");
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
@@ -125,10 +127,7 @@ pub async fn probe(url: &str) -> Result<(), CliError> {
 /// until `out` fails (the reader went away).
 pub async fn tail(base: &str, channel: &str, since: Option<String>, mut out: impl Write) {
     let client = client();
-    let encoded: String =
-        percent_encoding::utf8_percent_encode(channel, percent_encoding::NON_ALPHANUMERIC)
-            .collect();
-    let base = format!("{}/{encoded}", base.trim_end_matches('/'));
+    let base = format!("{}/{}", base.trim_end_matches('/'), segment(channel));
     let mut since = since;
     let mut backoff = TAIL_BACKOFF_MIN;
     loop {

@@ -130,3 +130,20 @@ pub const REDIS_KEY_PREFIX: &str = "pollgate:";
 /// Status page: longest wait of one `/status` long poll, and channels listed.
 pub const STATUS_MAX_WAIT: Duration = Duration::from_secs(30);
 pub const STATUS_CHANNELS: usize = 50;
+
+/// Redis: the whole (re)connection, command connection plus subscription.
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Redis: most messages one history read returns (a `last_id` lookup or a
+/// `max=1000` batch reads the most).
+pub const REDIS_READ_MAX: usize = 10_000;
+
+/// Redis: an idle channel's keys expire after `buffer.max_age` times this,
+/// and never sooner than the minimum, so a returning client is told "gap"
+/// rather than finding a fresh, empty history.
+pub const REDIS_IDLE_TTL_FACTOR: u32 = 2;
+pub const REDIS_IDLE_TTL_MIN: Duration = Duration::from_secs(60);
+
+/// Shards of every concurrent map (channels, limit counts): more than the
+/// cores, so two publishes rarely meet on one lock.
+pub const MAP_SHARDS: usize = 64;

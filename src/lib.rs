@@ -29,6 +29,7 @@ pub mod poll;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+mod sharded;
 pub mod shutdown;
 pub mod tls;
 pub mod webhook;

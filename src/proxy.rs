@@ -23,6 +23,7 @@ use tracing::debug;
 
 use crate::http::{self as h, Body, Fault, HttpError};
 use crate::routes::Upstream;
+use crate::tls::{self, Roots};
 
 pub use headers::{add_forwarded, is_upgrade};
 
@@ -81,22 +82,17 @@ fn new_client(up: &Upstream, pool_idle: Duration) -> HttpClient {
 /// Verification for an https upstream: its `ca` bundle, else the system's
 /// roots. (For a plain http upstream this is built but never used.)
 fn upstream_tls(up: &Upstream) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    match &up.ca {
-        Some(ca) => {
-            roots.add_parsable_certificates(ca.iter().cloned());
-        }
-        None if up.scheme == http::uri::Scheme::HTTPS => {
-            let native = rustls_native_certs::load_native_certs();
-            if roots.add_parsable_certificates(native.certs).0 == 0 {
-                tracing::warn!(upstream = %up.name, "no system root certificates found: set `ca:` for this upstream");
-            }
-        }
-        None => {}
+    let roots = match &up.ca {
+        Some(ca) => Roots::Bundle(ca),
+        None if up.scheme == http::uri::Scheme::HTTPS => Roots::System,
+        None => Roots::Empty,
+    };
+    let https = matches!(roots, Roots::System);
+    let (config, loaded) = tls::client_config(roots);
+    if https && loaded == 0 {
+        tracing::warn!(upstream = %up.name, "no system root certificates found: set `ca:` for this upstream");
     }
-    rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+    config
 }
 
 /// What failed while forwarding.

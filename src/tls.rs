@@ -181,6 +181,33 @@ pub fn acceptor(resolver: Arc<Resolver>) -> Result<tokio_rustls::TlsAcceptor, ru
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Where a client's trusted roots come from.
+pub enum Roots<'a> {
+    /// A `ca:` bundle.
+    Bundle(&'a [CertificateDer<'static>]),
+    /// The system's roots (/etc/ssl/certs and friends).
+    System,
+    /// None: for a client that only ever speaks plain http.
+    Empty,
+}
+
+/// A TLS client config trusting `roots`; shared by the proxy's upstream
+/// clients and the CLI. Returns how many roots were loaded.
+pub fn client_config(roots: Roots<'_>) -> (rustls::ClientConfig, usize) {
+    let mut store = rustls::RootCertStore::empty();
+    let (loaded, _) = match roots {
+        Roots::Bundle(ca) => store.add_parsable_certificates(ca.iter().cloned()),
+        Roots::System => {
+            store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs)
+        }
+        Roots::Empty => (0, 0),
+    };
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    (config, loaded)
+}
+
 /// Root certificates for verifying an upstream: a PEM bundle.
 ///
 /// # Errors

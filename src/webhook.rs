@@ -70,38 +70,61 @@ pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<
             return resp;
         }
     }
-    let method = req.method().clone();
-    let (allowed, resp) = match path.as_str() {
-        "/publish" => ("POST", (method == Method::POST).then_some(())),
-        "/" | "/status" | "/healthz" | "/readyz" | "/metrics" => (
-            "GET, HEAD",
-            matches!(method, Method::GET | Method::HEAD).then_some(()),
-        ),
-        p if p.starts_with("/publish/") => ("POST", (method == Method::POST).then_some(())),
-        p if p.starts_with("/channels/") => (
-            "GET, HEAD",
-            matches!(method, Method::GET | Method::HEAD).then_some(()),
-        ),
-        _ => return h::error_response(&RouteError::NotFound),
+    let Some(endpoint) = Endpoint::of(&path) else {
+        return h::error_response(&RouteError::NotFound);
     };
-    if resp.is_none() {
+    let publishes = matches!(endpoint, Endpoint::Publish(_) | Endpoint::Batch);
+    let method_ok = if publishes {
+        req.method() == Method::POST
+    } else {
+        matches!(*req.method(), Method::GET | Method::HEAD)
+    };
+    if !method_ok {
+        let allowed = if publishes { "POST" } else { "GET, HEAD" };
         let mut resp = h::error_response(&RouteError::Method);
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allowed));
         return resp;
     }
-    match path.as_str() {
-        "/publish" => publish::batch(req, &cx).await,
-        "/healthz" => h::json(StatusCode::OK, r#"{"status":"ok"}"#),
-        "/readyz" => readyz(&cx),
-        "/metrics" => metrics(&cx),
-        "/" => status::page(),
-        "/status" => status::status(req.uri().query(), &cx).await,
-        p => match (p.strip_prefix("/publish/"), p.strip_prefix("/channels/")) {
-            (Some(channel), _) => publish::one(req, channel, &cx).await,
-            (_, Some(channel)) => channel_info(channel, &cx),
-            _ => h::error_response(&RouteError::NotFound),
-        },
+    match endpoint {
+        Endpoint::Batch => publish::batch(req, &cx).await,
+        Endpoint::Publish(channel) => publish::one(req, channel, &cx).await,
+        Endpoint::Healthz => h::json(StatusCode::OK, r#"{"status":"ok"}"#),
+        Endpoint::Readyz => readyz(&cx),
+        Endpoint::Metrics => metrics(&cx),
+        Endpoint::Page => status::page(),
+        Endpoint::Status => status::status(req.uri().query(), &cx).await,
+        Endpoint::Channel(channel) => channel_info(channel, &cx),
+    }
+}
+
+/// The webhook listener's endpoints, parsed from the path once.
+enum Endpoint<'a> {
+    Batch,
+    Publish(&'a str),
+    Healthz,
+    Readyz,
+    Metrics,
+    Page,
+    Status,
+    Channel(&'a str),
+}
+
+impl<'a> Endpoint<'a> {
+    fn of(path: &'a str) -> Option<Endpoint<'a>> {
+        Some(match path {
+            "/publish" => Endpoint::Batch,
+            "/healthz" => Endpoint::Healthz,
+            "/readyz" => Endpoint::Readyz,
+            "/metrics" => Endpoint::Metrics,
+            "/" => Endpoint::Page,
+            "/status" => Endpoint::Status,
+            p => match (p.strip_prefix("/publish/"), p.strip_prefix("/channels/")) {
+                (Some(channel), _) => Endpoint::Publish(channel),
+                (_, Some(channel)) => Endpoint::Channel(channel),
+                _ => return None,
+            },
+        })
     }
 }
 

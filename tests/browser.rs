@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use support::*;
 
@@ -40,25 +39,16 @@ async fn the_status_page_updates_itself_after_a_publish() {
     let pg = Pollgate::start(&yaml(None, "")).await;
     let dir = tempfile::tempdir().unwrap();
     let node_path = std::fs::canonicalize("examples/chat/node_modules").unwrap();
-    let out = tokio::process::Command::new("node")
-        .args(["--test", "tests/browser/status.test.js"])
-        .env("NODE_PATH", node_path)
-        .env("POLLGATE_WEBHOOK", format!("http://{}", pg.webhook))
-        .env("SCREENSHOT_DIR", dir.path())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("# pass 1"), "{stdout}");
+    let env = [
+        ("NODE_PATH", node_path.display().to_string()),
+        ("POLLGATE_WEBHOOK", format!("http://{}", pg.webhook)),
+        ("SCREENSHOT_DIR", dir.path().display().to_string()),
+    ];
+    node_test(".", "tests/browser/status.test.js", &env, 1).await;
 }
 
-#[test]
-fn two_browser_pages_chat_through_pollgate_across_a_restart() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browser_pages_chat_through_pollgate_across_a_restart() {
     if !browser_ready() {
         return;
     }
@@ -76,25 +66,16 @@ fn two_browser_pages_chat_through_pollgate_across_a_restart() {
         ),
     )
     .unwrap();
-    let out = Command::new("node")
-        .args(["--test", "browser.test.js"])
-        .current_dir("examples/chat")
-        .env("PG_BIN", &pg_bin)
-        .env("APP_BIN", &app_bin)
-        .env("PG_CONFIG", &config)
-        .env("PG_PORT", pg_port.to_string())
-        .env("HOOK_PORT", hook_port.to_string())
-        .env("APP_PORT", app_port.to_string())
-        .env("SCREENSHOT_DIR", dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("# pass 1"), "{stdout}");
+    let env = [
+        ("PG_BIN", pg_bin.display().to_string()),
+        ("APP_BIN", app_bin.display().to_string()),
+        ("PG_CONFIG", config.display().to_string()),
+        ("PG_PORT", pg_port.to_string()),
+        ("HOOK_PORT", hook_port.to_string()),
+        ("APP_PORT", app_port.to_string()),
+        ("SCREENSHOT_DIR", dir.path().display().to_string()),
+    ];
+    node_test("examples/chat", "browser.test.js", &env, 1).await;
     assert!(
         dir.path().join("chat.png").exists(),
         "the page was rendered"

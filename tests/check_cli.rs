@@ -1,10 +1,8 @@
 //! The `pollgate` binary: `check`, refusing a bad config, flags.
 
-use std::process::Command;
+mod support;
 
-fn pollgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pollgate"))
-}
+use support::{check, pollgate_bin as pollgate};
 
 fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("pollgate.yaml");
@@ -35,12 +33,7 @@ fn check_accepts_the_shipped_config_and_summarizes_routes() {
 fn check_lists_every_error_with_its_location_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "listen: here\nroutes:\n  - { prefix: /api/, upstream: ghost }\n  - { prefix: /x/, upstream: app, timeout: 5 }\n");
-    let out = pollgate()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     // serde stops at the first shape error (the bad duration), with its line.
@@ -53,12 +46,7 @@ fn check_lists_every_error_with_its_location_and_exits_1() {
         &dir,
         "listen: here\nroutes:\n  - { prefix: /api/, upstream: ghost }\n",
     );
-    let out = pollgate()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2 errors"), "{err}");

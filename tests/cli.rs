@@ -3,13 +3,10 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+use support::pollgate_bin as pollgate;
 use support::*;
-
-fn pollgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pollgate"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_prints_the_id_and_timestamp_and_fails_loudly() {

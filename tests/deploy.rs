@@ -58,13 +58,12 @@ fn the_systemd_unit_reloads_with_sighup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_succeeds_on_200_and_fails_otherwise() {
     let pg = Pollgate::start(&yaml(None, "")).await;
-    let bin = env!("CARGO_BIN_EXE_pollgate");
-    let ok = Command::new(bin)
+    let ok = pollgate_bin()
         .args(["probe", "--url", &pg.hook("/readyz")])
         .status()
         .unwrap();
     assert!(ok.success());
-    let bad = Command::new(bin)
+    let bad = pollgate_bin()
         .args(["probe", "--url", &pg.hook("/nope")])
         .status()
         .unwrap();

@@ -18,18 +18,9 @@ async fn the_javascript_client_passes_its_tests() {
         return;
     }
     let pg = Pollgate::start(&yaml(None, "")).await;
-    let out = tokio::process::Command::new("node")
-        .args(["--test", "examples/client/pollgate-client.test.js"])
-        .env("POLLGATE_URL", format!("http://{}", pg.public))
-        .env("POLLGATE_WEBHOOK", format!("http://{}", pg.webhook))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node tests failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("# pass 5"), "{stdout}");
+    let env = [
+        ("POLLGATE_URL", format!("http://{}", pg.public)),
+        ("POLLGATE_WEBHOOK", format!("http://{}", pg.webhook)),
+    ];
+    node_test("examples/client", "pollgate-client.test.js", &env, 5).await;
 }

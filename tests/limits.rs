@@ -206,17 +206,12 @@ fn a_webhook_open_to_the_network_needs_a_token() {
         "webhook: { listen: \"0.0.0.0:18081\" }\nroutes:\n  - { prefix: /p/, poll: {} }\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollgate"))
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("set webhook.token"));
 
     std::fs::write(&path, "webhook: { listen: \"0.0.0.0:18081\", token_env: PG_TEST_TOKEN }\nroutes:\n  - { prefix: /p/, poll: {} }\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollgate"))
+    let out = pollgate_bin()
         .arg("check")
         .arg("--config")
         .arg(&path)
@@ -228,7 +223,7 @@ fn a_webhook_open_to_the_network_needs_a_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollgate"))
+    let out = pollgate_bin()
         .arg("check")
         .arg("--config")
         .arg(&path)

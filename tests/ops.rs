@@ -46,6 +46,13 @@ fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
     m.get(key).copied().unwrap_or(0.0)
 }
 
+/// Each metric (absent counts as 0) has its expected value.
+fn expect(m: &HashMap<String, f64>, table: &[(&str, f64)]) {
+    for (key, want) in table {
+        assert_eq!(value(m, key), *want, "{key}");
+    }
+}
+
 #[tokio::test]
 async fn metrics_move_with_polls_publishes_and_proxied_requests() {
     let up = Upstream::start("app").await;
@@ -74,34 +81,18 @@ async fn metrics_move_with_polls_publishes_and_proxied_requests() {
     get(&pg.url("/teapot")).await;
 
     let after = metrics(&pg).await;
-    assert_eq!(
-        value(&after, "pollgate_polls_held{route=\"/api/poll/\"}"),
-        0.0
-    );
-    assert_eq!(
-        value(&after, "pollgate_polls_total{outcome=\"message\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(&after, "pollgate_polls_total{outcome=\"timeout\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(&after, "pollgate_polls_total{outcome=\"rejected_invalid\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(&after, "pollgate_publishes_total{result=\"accepted\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(&after, "pollgate_publishes_total{result=\"rejected\"}"),
-        1.0
-    );
-    assert_eq!(value(&after, "pollgate_messages_delivered_total"), 1.0);
-    assert_eq!(
-        value(&after, "pollgate_delivery_latency_seconds_count"),
-        1.0
+    expect(
+        &after,
+        &[
+            ("pollgate_polls_held{route=\"/api/poll/\"}", 0.0),
+            ("pollgate_polls_total{outcome=\"message\"}", 1.0),
+            ("pollgate_polls_total{outcome=\"timeout\"}", 1.0),
+            ("pollgate_polls_total{outcome=\"rejected_invalid\"}", 1.0),
+            ("pollgate_publishes_total{result=\"accepted\"}", 1.0),
+            ("pollgate_publishes_total{result=\"rejected\"}", 1.0),
+            ("pollgate_messages_delivered_total", 1.0),
+            ("pollgate_delivery_latency_seconds_count", 1.0),
+        ],
     );
     assert_eq!(
         value(
@@ -117,13 +108,15 @@ async fn metrics_move_with_polls_publishes_and_proxied_requests() {
         ),
         1.0
     );
-    assert_eq!(
-        value(&after, "pollgate_proxy_duration_seconds_count{route=\"/\"}"),
-        2.0
+    expect(
+        &after,
+        &[
+            ("pollgate_proxy_duration_seconds_count{route=\"/\"}", 2.0),
+            ("pollgate_buffered_messages", 1.0),
+            ("pollgate_wakeups_missed_total", 0.0),
+            ("pollgate_broker_up", 1.0),
+        ],
     );
-    assert_eq!(value(&after, "pollgate_buffered_messages"), 1.0);
-    assert_eq!(value(&after, "pollgate_wakeups_missed_total"), 0.0);
-    assert_eq!(value(&after, "pollgate_broker_up"), 1.0);
 }
 
 #[tokio::test]
@@ -152,15 +145,14 @@ async fn upstream_errors_and_reloads_are_counted() {
         ),
         1.0
     );
-    assert_eq!(
-        value(&m, "pollgate_config_reloads_total{result=\"ok\"}"),
-        1.0
+    expect(
+        &m,
+        &[
+            ("pollgate_config_reloads_total{result=\"ok\"}", 1.0),
+            ("pollgate_config_reloads_total{result=\"failed\"}", 1.0),
+            ("pollgate_config_generation", 1.0),
+        ],
     );
-    assert_eq!(
-        value(&m, "pollgate_config_reloads_total{result=\"failed\"}"),
-        1.0
-    );
-    assert_eq!(value(&m, "pollgate_config_generation"), 1.0);
     assert_eq!(
         m.keys()
             .filter(|k| k.starts_with("pollgate_config_info{"))
@@ -215,7 +207,7 @@ impl Binary {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pollgate.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pollgate"))
+        let mut child = pollgate_bin()
             .arg("--config")
             .arg(&path)
             .args(["--log-format", "json"])
@@ -279,18 +271,13 @@ impl Binary {
         assert!(ok.success());
     }
 
-    async fn exit_code(mut self, within: Duration) -> Option<i32> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "pollgate did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn exit_code(self, within: Duration) -> Option<i32> {
+        let mut child = self.child;
+        let waited = tokio::task::spawn_blocking(move || child.wait());
+        let status = tokio::time::timeout(within, waited)
+            .await
+            .expect("pollgate did not exit");
+        status.unwrap().unwrap().code()
     }
 }
 
@@ -320,8 +307,7 @@ async fn sigterm_answers_held_polls_and_drains_proxied_requests() {
         .collect();
     held_in_metrics(bin.webhook, 1000.0).await;
     let slow = tokio::spawn(async move { raw_get(public, "/slow?ms=1500").await });
-    // The slow request is in flight once the upstream has it; give it a head start.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    up.received("/slow").await;
 
     let signalled = tokio::time::Instant::now();
     bin.signal("TERM");
@@ -350,9 +336,9 @@ async fn a_second_signal_exits_at_once() {
     let bin = Binary::start(&yaml(Some(up.addr), "shutdown: { drain_timeout: 30s }\n"));
     let public = bin.public;
     let slow = tokio::spawn(async move { raw_get(public, "/slow?ms=20000").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    up.received("/slow").await;
     bin.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    bin.logged("stopping: held polls are answered, in-flight requests drain");
     bin.signal("INT");
     assert_eq!(bin.exit_code(Duration::from_secs(3)).await, Some(130));
     slow.abort();

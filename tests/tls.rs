@@ -222,12 +222,7 @@ fn bad_files_are_reported_by_check() {
             ),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollgate"))
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = check(&path);
         assert_eq!(out.status.code(), Some(1), "{expect}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

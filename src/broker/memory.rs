@@ -16,9 +16,10 @@ use tokio::sync::watch;
 
 use super::buffer::{ChannelBuffer, Cursor, Read};
 use super::message::{ChannelName, Prepared, Timestamp};
-use super::shards::{self, Shards};
+use super::waiter;
 use super::{ChannelInfo, Published};
 use crate::config::BufferConfig;
+use crate::sharded::Sharded;
 
 struct Slot {
     buffer: Mutex<ChannelBuffer>,
@@ -26,7 +27,7 @@ struct Slot {
 }
 
 pub struct MemoryBroker {
-    shards: Shards<Slot>,
+    shards: Sharded<ChannelName, Arc<Slot>>,
     /// Start of this process: cursors from before it are gaps (history gone).
     epoch: Timestamp,
 }
@@ -40,7 +41,7 @@ impl Default for MemoryBroker {
 impl MemoryBroker {
     pub fn new() -> Self {
         MemoryBroker {
-            shards: Shards::new(),
+            shards: Sharded::new(),
             epoch: Timestamp::now(),
         }
     }
@@ -217,13 +218,13 @@ impl Subscription {
     /// Resolves when something was published after the last call (or after
     /// subscribing).
     pub async fn changed(&mut self) {
-        shards::changed(&mut self.rx).await;
+        waiter::changed(&mut self.rx).await;
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let (broker, channel) = (&self.broker, &self.channel);
-        shards::leave(&mut self.rx, &self.slot.wake, || broker.release(channel));
+        waiter::leave(&mut self.rx, &self.slot.wake, || broker.release(channel));
     }
 }

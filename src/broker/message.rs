@@ -22,6 +22,8 @@ pub enum ChannelNameError {
     TooLong,
     #[error("channel name may contain only A-Z a-z 0-9 _ - . : @")]
     BadCharacter,
+    #[error("channel name is not valid percent-encoded UTF-8")]
+    Encoding,
 }
 
 impl ChannelName {
@@ -41,6 +43,18 @@ impl ChannelName {
             return Err(ChannelNameError::BadCharacter);
         }
         Ok(ChannelName(Arc::from(name)))
+    }
+
+    /// A channel as it appears in a URL path: percent-decoded, then checked.
+    ///
+    /// # Errors
+    /// [`ChannelNameError::Encoding`] for bad percent-encoding or non-UTF-8,
+    /// else as [`ChannelName::parse`].
+    pub fn from_path(segment: &str) -> Result<Self, ChannelNameError> {
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| ChannelNameError::Encoding)?;
+        ChannelName::parse(&decoded)
     }
 
     pub fn as_str(&self) -> &str {
@@ -183,10 +197,14 @@ impl Message {
         }
         data.put_u8(b'}');
         let data = data.freeze();
-        let single = Bytes::from(format!(
-            "{{\"status\":\"message\",\"data\":{},\"timestamp\":{timestamp}}}",
-            String::from_utf8_lossy(&data)
-        ));
+        let stamp = timestamp.to_string();
+        let mut single = BytesMut::with_capacity(data.len() + 2 * stamp.len() + 48);
+        single.put_slice(b"{\"status\":\"message\",\"data\":");
+        single.put_slice(&data);
+        single.put_slice(b",\"timestamp\":");
+        single.put_slice(stamp.as_bytes());
+        single.put_u8(b'}');
+        let single = single.freeze();
         Message {
             id,
             timestamp,

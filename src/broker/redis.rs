@@ -30,10 +30,14 @@ use uuid::Uuid;
 
 use super::buffer::{Cursor, Read};
 use super::message::{ChannelName, Message, Prepared, Timestamp};
-use super::shards::{self, Shards};
+use super::waiter;
 use super::{BrokerError, ChannelInfo, Published};
 use crate::config::BufferConfig;
-use crate::defaults::{REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, REDIS_READ_BATCH, REDIS_TIMEOUT};
+use crate::defaults::{
+    REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, REDIS_CONNECT_TIMEOUT, REDIS_IDLE_TTL_FACTOR,
+    REDIS_IDLE_TTL_MIN, REDIS_READ_BATCH, REDIS_READ_MAX, REDIS_TIMEOUT,
+};
+use crate::sharded::Sharded;
 
 /// Creates the channel's meta hash if missing (a new, or lost, history).
 const ENSURE_META: &str = r"
@@ -159,7 +163,7 @@ pub struct RedisBroker {
     conn: ArcSwapOption<Conn>,
     subscribed: AtomicBool,
     scripts: Scripts,
-    slots: Shards<Slot>,
+    slots: Sharded<ChannelName, Arc<Slot>>,
 }
 
 impl RedisBroker {
@@ -177,7 +181,7 @@ impl RedisBroker {
                 read: Script::new(&format!("{ENSURE_META}{READ}")),
                 timeout_mark: Script::new(&format!("{ENSURE_META}{TIMEOUT_MARK}")),
             },
-            slots: Shards::new(),
+            slots: Sharded::new(),
         }))
     }
 
@@ -230,7 +234,11 @@ impl RedisBroker {
     fn ttl_secs(buffer: BufferConfig) -> u64 {
         // Idle history outlives its messages a little, so a returning client
         // is told "gap" rather than finding a fresh, empty channel.
-        buffer.max_age.as_secs().saturating_mul(2).max(60)
+        buffer
+            .max_age
+            .saturating_mul(REDIS_IDLE_TTL_FACTOR)
+            .max(REDIS_IDLE_TTL_MIN)
+            .as_secs()
     }
 
     pub async fn publish(
@@ -429,7 +437,7 @@ impl RedisBroker {
             pubsub.subscribe(self.notify_channel()).await?;
             Ok(pubsub)
         };
-        match tokio::time::timeout(REDIS_TIMEOUT * 2, connect).await {
+        match tokio::time::timeout(REDIS_CONNECT_TIMEOUT, connect).await {
             Ok(result) => result,
             Err(_) => Err(redis::RedisError::from((
                 redis::ErrorKind::IoError,
@@ -508,8 +516,12 @@ impl Subscription {
         let mut cache = self.slot.cache.lock().await;
         let usable = !stale && cache.valid && after >= cache.from && known <= cache.upto;
         if !usable {
-            self.fetch(&mut cache, after, max.clamp(REDIS_READ_BATCH, 10_000))
-                .await?;
+            self.fetch(
+                &mut cache,
+                after,
+                max.clamp(REDIS_READ_BATCH, REDIS_READ_MAX),
+            )
+            .await?;
         }
         let gap = check_gap
             && ((cache.fresh && after.0 > 0) || after < cache.epoch || after < cache.lost);
@@ -596,14 +608,14 @@ impl Subscription {
     }
 
     pub async fn changed(&mut self) {
-        shards::changed(&mut self.rx).await;
+        waiter::changed(&mut self.rx).await;
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let (broker, channel) = (&self.broker, &self.channel);
-        shards::leave(&mut self.rx, &self.slot.wake, || broker.release(channel));
+        waiter::leave(&mut self.rx, &self.slot.wake, || broker.release(channel));
     }
 }
 

@@ -3,17 +3,13 @@
 //! (message, timeout, client gone, shutdown). No counter is ever decremented
 //! by hand.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use crate::broker::ChannelName;
 use crate::config::Limits;
-
-const SHARDS: usize = 32;
+use crate::sharded::Sharded;
 
 /// Which limit refused a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -122,27 +118,17 @@ impl Drop for Permit {
     }
 }
 
-/// Per-key counters in sharded maps; a key at zero is removed, so memory
-/// follows the polls held now, not every client ever seen.
-struct Counts<K> {
-    shards: Box<[Mutex<HashMap<K, usize>>]>,
-    hasher: RandomState,
-}
+/// Per-key counters; a key at zero is removed, so memory follows the polls
+/// held now, not every client ever seen.
+struct Counts<K>(Sharded<K, usize>);
 
 impl<K: Hash + Eq + Clone> Counts<K> {
     fn new() -> Self {
-        Counts {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
-        }
-    }
-
-    fn shard(&self, key: &K) -> &Mutex<HashMap<K, usize>> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()]
+        Counts(Sharded::new())
     }
 
     fn try_inc(&self, key: &K, max: usize) -> bool {
-        let mut map = self.shard(key).lock();
+        let mut map = self.0.shard(key).lock();
         let n = map.entry(key.clone()).or_insert(0);
         if *n >= max {
             if *n == 0 {
@@ -155,7 +141,7 @@ impl<K: Hash + Eq + Clone> Counts<K> {
     }
 
     fn dec(&self, key: &K) {
-        let mut map = self.shard(key).lock();
+        let mut map = self.0.shard(key).lock();
         if let Some(n) = map.get_mut(key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -211,7 +197,7 @@ mod tests {
             drop(a.admit(format!("c{i}"), &ch("x"), LIMITS).unwrap());
         }
         assert_eq!(a.total(), 0);
-        let held: usize = a.clients.shards.iter().map(|s| s.lock().len()).sum();
+        let held: usize = a.clients.0.iter().map(|s| s.lock().len()).sum();
         assert_eq!(held, 0);
     }
 }

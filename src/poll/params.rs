@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use percent_encoding::percent_decode_str;
 use uuid::Uuid;
 
 use crate::broker::{ChannelName, ChannelNameError, Cursor, Timestamp};
@@ -26,8 +25,6 @@ pub struct PollParams {
 pub enum ParamError {
     #[error("invalid channel: {0}")]
     Channel(ChannelNameError),
-    #[error("invalid channel: not valid percent-encoded UTF-8")]
-    ChannelEncoding,
     #[error("invalid {name}: {reason}")]
     Query {
         name: &'static str,
@@ -37,10 +34,7 @@ pub enum ParamError {
 
 /// Decodes the channel: the path after the route prefix, percent-decoded.
 pub fn channel(rest: &str) -> Result<ChannelName, ParamError> {
-    let decoded = percent_decode_str(rest)
-        .decode_utf8()
-        .map_err(|_| ParamError::ChannelEncoding)?;
-    ChannelName::parse(&decoded).map_err(ParamError::Channel)
+    ChannelName::from_path(rest).map_err(ParamError::Channel)
 }
 
 /// Parses the query string. Unknown parameters are ignored (clients add
@@ -260,7 +254,10 @@ mod tests {
             channel(""),
             Err(ParamError::Channel(ChannelNameError::Empty))
         ));
-        assert_eq!(channel("%FF"), Err(ParamError::ChannelEncoding));
+        assert_eq!(
+            channel("%FF"),
+            Err(ParamError::Channel(ChannelNameError::Encoding))
+        );
         assert!(channel("a/b").is_err());
     }
 }

@@ -19,8 +19,6 @@ use crate::http::{self as h, Body, Fault, HttpError};
 pub enum PublishError {
     #[error("invalid channel: {0}")]
     Channel(#[from] ChannelNameError),
-    #[error("invalid channel: not valid percent-encoded UTF-8")]
-    ChannelEncoding,
     #[error("body is larger than webhook.max_body ({0} bytes)")]
     TooLarge(u64),
     #[error("could not read the body")]
@@ -48,7 +46,6 @@ impl HttpError for PublishError {
             PublishError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
             PublishError::Item { source, .. } => source.status(),
             PublishError::Channel(_)
-            | PublishError::ChannelEncoding
             | PublishError::Read
             | PublishError::Body(_)
             | PublishError::BatchShape(_)
@@ -61,7 +58,6 @@ impl HttpError for PublishError {
             PublishError::Broker(_) => Fault::Upstream,
             PublishError::Item { source, .. } => source.fault(),
             PublishError::Channel(_)
-            | PublishError::ChannelEncoding
             | PublishError::TooLarge(_)
             | PublishError::Read
             | PublishError::Body(_)
@@ -72,10 +68,7 @@ impl HttpError for PublishError {
 }
 
 pub(super) fn channel(raw: &str) -> Result<ChannelName, PublishError> {
-    let decoded = percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| PublishError::ChannelEncoding)?;
-    Ok(ChannelName::parse(&decoded)?)
+    Ok(ChannelName::from_path(raw)?)
 }
 
 pub(super) async fn one(

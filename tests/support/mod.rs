@@ -159,3 +159,36 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// The pollgate binary of this build.
+pub fn pollgate_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pollgate"))
+}
+
+/// `pollgate check --config PATH`.
+pub fn check(path: &std::path::Path) -> std::process::Output {
+    pollgate_bin()
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+/// Runs `node --test FILE` in `dir` with `env`, and asserts it passed
+/// `passes` tests (its TAP output is shown when it did not).
+pub async fn node_test(dir: &str, file: &str, env: &[(&str, String)], passes: usize) {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.args(["--test", file]).current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node tests failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("# pass {passes}\n")), "{stdout}");
+}

@@ -32,11 +32,38 @@ pub struct Upstream {
     stop: CancellationToken,
 }
 
-pub type Hits = std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, u64>>>;
+/// Requests seen per path, with a wakeup for tests that wait for one.
+#[derive(Default)]
+pub struct HitCounts {
+    map: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
+    seen: tokio::sync::Notify,
+}
+
+pub type Hits = std::sync::Arc<HitCounts>;
+
+impl HitCounts {
+    fn count(&self, path: &str) {
+        *self.map.lock().entry(path.to_owned()).or_default() += 1;
+        self.seen.notify_waiters();
+    }
+}
 
 impl Upstream {
     pub fn hits(&self, path: &str) -> u64 {
-        self.hits.lock().get(path).copied().unwrap_or(0)
+        self.hits.map.lock().get(path).copied().unwrap_or(0)
+    }
+
+    /// Waits until the app has received a request for `path`.
+    pub async fn received(&self, path: &str) {
+        loop {
+            let seen = self.hits.seen.notified();
+            tokio::pin!(seen);
+            seen.as_mut().enable();
+            if self.hits(path) > 0 {
+                return;
+            }
+            seen.await;
+        }
     }
 }
 
@@ -63,7 +90,7 @@ impl Upstream {
                 let hits = counted.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        *hits.lock().entry(req.uri().path().to_owned()).or_default() += 1;
+                        hits.count(req.uri().path());
                         handle(name, req)
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
