@@ -39,26 +39,34 @@ struct App {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
-fn arg(name: &str, env: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| std::env::var(env).ok())
-        .unwrap_or_else(|| default.to_owned())
+/// A "legacy" app that publishes to pollgate when something changes.
+#[derive(clap::Parser)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "LEGACY_APP_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// pollgate's webhook listener.
+    #[arg(
+        long,
+        env = "POLLGATE_WEBHOOK",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    webhook: String,
+    /// Bearer token for the webhook, if pollgate requires one.
+    #[arg(long, env = "POLLGATE_TOKEN")]
+    token: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let listen: SocketAddr = arg("--listen", "LEGACY_APP_LISTEN", "127.0.0.1:3000").parse()?;
-    let token = Some(arg("--token", "POLLGATE_TOKEN", "")).filter(|t| !t.is_empty());
+    let args = <Args as clap::Parser>::parse();
     let app = Arc::new(App {
         messages: Mutex::new(Vec::new()),
-        webhook: arg("--webhook", "POLLGATE_WEBHOOK", "http://127.0.0.1:8081"),
-        token,
+        webhook: args.webhook,
+        token: args.token,
         client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
     });
-    let listener = TcpListener::bind(listen).await?;
+    let listener = TcpListener::bind(args.listen).await?;
     println!("legacy app on http://{}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
