@@ -71,7 +71,7 @@ pub struct BindError {
 pub struct Options {
     /// Watched for hot reload when set.
     pub config_path: Option<PathBuf>,
-    /// Notified by SIGHUP (see `shutdown::watch_signals`).
+    /// Notified by SIGHUP (see `shutdown::Signals::watch`).
     pub reload: Option<Arc<Notify>>,
 }
 

@@ -221,6 +221,13 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signals = match pollgate::shutdown::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let listeners = match pollgate::Listeners::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
@@ -238,7 +245,7 @@ fn run(path: PathBuf) -> ExitCode {
             }
         };
         tracing::info!(public = %running.public_addr, webhook = %running.webhook_addr, "pollgate listening");
-        tokio::spawn(pollgate::shutdown::watch_signals(running.shutdown.clone(), reload));
+        tokio::spawn(signals.watch(running.shutdown.clone(), reload));
         match running.wait().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

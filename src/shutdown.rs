@@ -4,50 +4,59 @@
 
 use std::sync::Arc;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// Exit code when a second stop signal cuts the drain short.
 pub const EXIT_FORCED: i32 = 130;
 
-/// Listens for signals until the process ends.
-/// - SIGTERM (Kubernetes, systemd, `kill`) and SIGINT (Ctrl-C): cancel
-///   `shutdown`, which starts the graceful stop; a second one exits at once.
-/// - SIGHUP (`systemctl reload`, `kill -HUP`): notify `reload`.
-pub async fn watch_signals(shutdown: CancellationToken, reload: Arc<Notify>) {
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            error!("cannot install signal handlers; stop pollgate with SIGKILL");
-            return;
-        }
-    };
-    loop {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = hup.recv() => {
-                reload.notify_one();
-                continue;
+/// The stop and reload signal streams, registered up front: once this
+/// exists, a signal is queued for [`Signals::watch`] instead of taking its
+/// default action (SIGHUP's default would kill the process), so it is
+/// installed before pollgate says it is listening.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Listens for signals until the process ends.
+    /// - SIGTERM (Kubernetes, systemd, `kill`) and SIGINT (Ctrl-C): cancel
+    ///   `shutdown`, which starts the graceful stop; a second one exits at once.
+    /// - SIGHUP (`systemctl reload`, `kill -HUP`): notify `reload`.
+    pub async fn watch(mut self, shutdown: CancellationToken, reload: Arc<Notify>) {
+        loop {
+            let name = tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+                _ = self.hup.recv() => {
+                    reload.notify_one();
+                    continue;
+                }
+            };
+            if shutdown.is_cancelled() {
+                warn!(
+                    signal = name,
+                    "second stop signal: exiting without waiting for the drain"
+                );
+                std::process::exit(EXIT_FORCED);
             }
-        };
-        if shutdown.is_cancelled() {
-            warn!(
+            info!(
                 signal = name,
-                "second stop signal: exiting without waiting for the drain"
+                "stopping: held polls are answered, in-flight requests drain"
             );
-            std::process::exit(EXIT_FORCED);
+            shutdown.cancel();
         }
-        info!(
-            signal = name,
-            "stopping: held polls are answered, in-flight requests drain"
-        );
-        shutdown.cancel();
     }
 }
