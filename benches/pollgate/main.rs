@@ -1,0 +1,78 @@
+//! pollgate's own benchmark: the four figures of the performance issue
+//! (held-poll memory, fan-out, sustained rate, proxied GETs) plus a scaling
+//! table, measured against a real pollgate binary started fresh for every
+//! scenario, or against any other long-poll server described by flags (that
+//! is how `benches/compare.sh` measures Nchan and Pushpin with the same code).
+//!
+//! `cargo bench --bench pollgate` runs everything with the default sizes;
+//! `cargo bench --bench pollgate -- --help` lists the knobs.
+
+mod client;
+mod scenarios;
+mod target;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Parser, Debug)]
+#[command(about = "Long-poll benchmark: pollgate, or any server described by the target flags")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve the trivial backend (and Pushpin's GRIP hold answers) until killed.
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Scenarios to run, in order: a (memory), b (fan-out), c (sustained),
+    /// d (proxied GETs, needs wrk), scale (a and b at each --scale size).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,scale")]
+    scenarios: Vec<String>,
+    #[command(flatten)]
+    target: target::TargetArgs,
+    #[command(flatten)]
+    sizes: scenarios::Sizes,
+    /// Also append every figure as one JSON line to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench` to every bench binary; it means nothing here.
+    let args = std::env::args().filter(|a| a != "--bench");
+    let cli = Cli::parse_from(args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.cmd {
+            Some(Cmd::Backend { listen }) => target::serve_backend(listen).await,
+            None => scenarios::run_all(cli.run).await,
+        }
+    });
+    if let Err(e) = outcome {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

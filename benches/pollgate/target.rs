@@ -1,0 +1,251 @@
+//! The server under test: pollgate started fresh from the binary cargo just
+//! built, or an already running server (Nchan, Pushpin...) described by
+//! flags. Also the trivial backend that proxied GETs (and Pushpin's GRIP
+//! holds) are forwarded to.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use crate::Result;
+
+/// How the next poll tells the server what the client has already seen.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorKind {
+    /// pollgate: the answer's `"timestamp"` goes back as `since=`.
+    Pollgate,
+    /// Nchan: `Last-Modified` / `Etag` go back as `If-Modified-Since` / `If-None-Match`.
+    Nchan,
+    /// No cursor: a message published between two polls is missed.
+    None,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Name in the report. "pollgate" (the default) starts the pollgate
+    /// binary built by cargo; any other name measures a running server
+    /// described by the flags below.
+    #[arg(long, default_value = "pollgate")]
+    pub target: String,
+    /// Poll URL, `{channel}` replaced (external targets).
+    #[arg(long)]
+    pub poll_url: Option<String>,
+    /// Publish URL, `{channel}` replaced (external targets).
+    #[arg(long)]
+    pub pub_url: Option<String>,
+    /// Publish body: `{channel}`, `{seq}`, `{ts}` (µs since the epoch) replaced.
+    #[arg(long, default_value = r#"{"seq":{seq},"ts":{ts}}"#)]
+    pub pub_body: String,
+    #[arg(long, value_enum, default_value = "pollgate")]
+    pub cursor: CursorKind,
+    /// PIDs whose RSS and CPU count as the server (external targets).
+    #[arg(long, value_delimiter = ' ')]
+    pub pids: Vec<u32>,
+    /// Proxied GET URL for scenario d (external targets).
+    #[arg(long)]
+    pub proxy_url: Option<String>,
+    /// The backend behind the proxy, measured directly in scenario d
+    /// (external targets; pollgate gets a backend of its own).
+    #[arg(long)]
+    pub backend_url: Option<String>,
+}
+
+/// A server ready for one scenario.
+pub struct Target {
+    pub name: String,
+    pub poll_url: String,
+    pub pub_url: String,
+    pub pub_body: String,
+    pub cursor: CursorKind,
+    pub pids: Vec<u32>,
+    pub proxy_url: Option<String>,
+    pub backend_url: Option<String>,
+    child: Option<Child>,
+}
+
+impl Target {
+    /// Starts pollgate (fresh, so its memory baseline is clean), or
+    /// describes the running external server.
+    pub async fn start(args: &TargetArgs) -> Result<Target> {
+        if args.target != "pollgate" {
+            let need = |v: &Option<String>, flag: &str| {
+                v.clone()
+                    .ok_or_else(|| format!("--{flag} is needed for target {}", args.target))
+            };
+            return Ok(Target {
+                name: args.target.clone(),
+                poll_url: need(&args.poll_url, "poll-url")?,
+                pub_url: need(&args.pub_url, "pub-url")?,
+                pub_body: args.pub_body.clone(),
+                cursor: args.cursor,
+                pids: args.pids.clone(),
+                proxy_url: args.proxy_url.clone(),
+                backend_url: args.backend_url.clone(),
+                child: None,
+            });
+        }
+        let backend = spawn_backend("127.0.0.1:0".parse()?).await?;
+        let dir = std::env::temp_dir().join(format!("pollgate-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("pollgate.yaml");
+        std::fs::write(&config, pollgate_config(backend))?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pollgate"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "warn,pollgate=info,pollgate::access=warn")
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (public, webhook) = tokio::task::spawn_blocking(move || listening(stderr)).await??;
+        Ok(Target {
+            name: "pollgate".into(),
+            poll_url: format!("http://{public}/api/poll/{{channel}}?timeout=55"),
+            pub_url: format!("http://{webhook}/publish/{{channel}}"),
+            pub_body: args.pub_body.clone(),
+            cursor: CursorKind::Pollgate,
+            pids: vec![child.id()],
+            proxy_url: Some(format!("http://{public}/")),
+            backend_url: Some(format!("http://{backend}/")),
+            child: Some(child),
+        })
+    }
+
+    /// Resident memory of the server's processes, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.pids
+            .iter()
+            .filter_map(|p| proc_status_kib(*p, "VmRSS:"))
+            .sum()
+    }
+
+    /// CPU time (user + system) the server's processes have used, seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.pids.iter().filter_map(|p| proc_cpu(*p)).sum()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Large limits: the load tool holds tens of thousands of polls from four addresses.
+fn pollgate_config(backend: SocketAddr) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+webhook: {{ listen: "127.0.0.1:0" }}
+upstreams:
+  backend: {{ url: "http://{backend}", connect_timeout: 2s }}
+routes:
+  - {{ prefix: /api/poll/, poll: {{}} }}
+  - {{ prefix: /, upstream: backend, timeout: 30s }}
+poll: {{ max_timeout: 120s }}
+limits: {{ max_per_client: 1000000, max_per_channel: 1000000, max_total: 1000000 }}
+"#
+    )
+}
+
+/// Reads pollgate's JSON log until it says where it listens, then keeps
+/// draining it so the child never blocks on a full pipe.
+fn listening(stderr: std::process::ChildStderr) -> Result<(SocketAddr, SocketAddr)> {
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "pollgate listening" {
+            let addr = |k: &str| -> Result<SocketAddr> {
+                Ok(v[k].as_str().ok_or("no address in the log")?.parse()?)
+            };
+            let found = (addr("public")?, addr("webhook")?);
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(found);
+        }
+        eprintln!("pollgate: {line}");
+    }
+    Err("pollgate exited before listening".into())
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn proc_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Serves the backend on `listen` forever.
+pub async fn serve_backend(listen: SocketAddr) -> Result<()> {
+    let addr = spawn_backend(listen).await?;
+    eprintln!("backend listening on {addr}");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// The backend, on a thread and runtime of its own so the load tool's work
+/// does not slow it: "ok\n" for every GET, and for `/poll/{channel}` the GRIP
+/// answer that makes Pushpin hold the request on that channel.
+async fn spawn_backend(listen: SocketAddr) -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        |req: Request<hyper::body::Incoming>| async move {
+                            Ok::<_, Infallible>(backend_answer(req.uri().path()))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    Ok(addr)
+}
+
+fn backend_answer(path: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+    if let Some(channel) = path.strip_prefix("/poll/").filter(|c| !c.is_empty()) {
+        *resp.body_mut() = Full::new(Bytes::from_static(b"{\"status\":\"timeout\"}\n"));
+        let headers = resp.headers_mut();
+        headers.insert("grip-hold", http::HeaderValue::from_static("response"));
+        headers.insert("grip-timeout", http::HeaderValue::from_static("55"));
+        if let Ok(v) = http::HeaderValue::from_str(channel) {
+            headers.insert("grip-channel", v);
+        }
+    }
+    resp
+}
