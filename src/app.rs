@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::poll::{self, Admission, Authorizer, PollContext};
 use crate::proxy::{self, Clients, Peer};
 use crate::routes::{NoRoute, RouteAction};
-use crate::server::{self, ConnInfo, ConnSettings};
+use crate::server::{self, ConnInfo, ConnSettings, Lean};
 use crate::tls;
 use crate::webhook::{self, WebhookContext};
 
@@ -194,6 +194,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
                 acceptor,
                 settings,
                 public,
+                Some(lean_polls(&shared)),
                 token.clone(),
                 &graceful
             ),
@@ -205,6 +206,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
                     ..settings
                 },
                 hook,
+                None,
                 token.clone(),
                 &graceful
             ),
@@ -312,7 +314,32 @@ impl HttpError for RouteError {
     }
 }
 
-async fn public_request(shared: &Shared, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+/// The lean HTTP/1 path serves long polls: a held poll then costs no hyper
+/// connection buffers (see `server/lean.rs`).
+fn lean_polls(shared: &Arc<Shared>) -> Lean {
+    let routes = shared.clone();
+    let handler = shared.clone();
+    Lean {
+        accepts: Arc::new(move |req| {
+            let active = routes.active.load();
+            let found = active
+                .config
+                .routes
+                .find(req.method(), request_host(req), req.uri().path());
+            matches!(found, Ok(route) if matches!(route.action, RouteAction::Poll(_)))
+        }),
+        handle: Arc::new(move |req, conn| {
+            let shared = handler.clone();
+            Box::pin(async move { public_request(&shared, req, conn).await })
+        }),
+    }
+}
+
+async fn public_request<B>(shared: &Shared, req: Request<B>, conn: ConnInfo) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<h::BoxError>,
+{
     let peer = conn.peer;
     let proto = if conn.tls { "https" } else { "http" };
     let started = tokio::time::Instant::now();

@@ -94,6 +94,11 @@ pub const MAX_HEADERS: usize = 100;
 /// Largest request head (431 beyond).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// Largest answer the lean HTTP/1 path buffers to write (poll answers are
+/// far smaller; an authorization app's refusal body is cut off here and
+/// answered 502).
+pub const LEAN_MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// Longest client id header value accepted.
 pub const CLIENT_ID_MAX: usize = 128;
 

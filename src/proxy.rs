@@ -164,13 +164,17 @@ pub struct Peer {
 ///
 /// # Errors
 /// See [`ProxyError`]; the caller renders it with `http::error_response`.
-pub async fn forward(
-    mut req: Request<Incoming>,
+pub async fn forward<B>(
+    mut req: Request<B>,
     clients: &Clients,
     upstream: &Upstream,
     timeout: Duration,
     peer: Peer,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Response<Body>, ProxyError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<h::BoxError>,
+{
     let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 

@@ -4,6 +4,14 @@
 //! TLS) through hyper-util's auto builder, with upgrades. Every connection is
 //! watched by one `GracefulShutdown`, so shutdown can stop accepting, let
 //! in-flight requests finish, and know when the last connection is gone.
+//!
+//! A clear-text connection on a listener with a [`Lean`] hook starts on the
+//! lean HTTP/1.1 path (`lean.rs`) and moves to hyper at its first request
+//! the lean path does not serve.
+
+mod lean;
+
+pub use lean::{Lean, LeanFuture};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -65,6 +73,7 @@ pub async fn run<H, F>(
     tls: Option<TlsAcceptor>,
     settings: ConnSettings,
     handler: H,
+    lean: Option<Lean>,
     shutdown: CancellationToken,
     graceful: &GracefulShutdown,
 ) where
@@ -92,7 +101,24 @@ pub async fn run<H, F>(
         match tls.clone() {
             None => {
                 let info = ConnInfo { peer, tls: false };
-                tokio::spawn(serve(stream, info, builder, handler, watcher).instrument(span));
+                let Some(lean) = lean.clone() else {
+                    tokio::spawn(serve(stream, info, builder, handler, watcher).instrument(span));
+                    continue;
+                };
+                let shutdown = shutdown.clone();
+                let conn = async move {
+                    let header_timeout = settings.header_timeout;
+                    match lean::serve(stream, info, &lean, header_timeout, &shutdown).await {
+                        lean::Ended::Closed => drop(watcher),
+                        lean::Ended::HandOver(stream, read) => {
+                            let io = lean::Prefixed::new(read, stream);
+                            // A task of its own: a lean connection's task stays small.
+                            let hyper = serve(io, info, builder, handler, watcher);
+                            tokio::spawn(hyper.in_current_span());
+                        }
+                    }
+                };
+                tokio::spawn(conn.instrument(span));
             }
             Some(acceptor) => {
                 let handshake = async move {

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# pollgate, Nchan and Pushpin through the same scenarios, with the same load
+# tool (benches/pollgate), in one run; prints one table with the ratio
+# pollgate / best peer. Installs the peers with apt when absent (needs root).
+#
+#   benches/compare.sh                     # a b c d at the issue's sizes, ~12 min on 2 cores
+#   SCENARIOS="a b" ARGS="--a-waiters 2000" benches/compare.sh
+#
+# Every server starts fresh for every scenario and is stopped after it.
+# Raw figures: target/bench-compare/results.jsonl (one JSON line per target
+# and scenario); the table: target/bench-compare/table.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/target/bench-compare}
+RUN=${RUN:-/tmp/pollgate-compare}
+SCENARIOS=${SCENARIOS:-"a b c d"}
+ARGS=${ARGS:-}
+mkdir -p "$OUT" "$RUN"
+rm -f "$OUT/results.jsonl"
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
+command -v pushpin >/dev/null || need+=(pushpin)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then
+    echo "installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian starts nginx and pushpin as services on install; their ports are ours here.
+systemctl stop nginx pushpin 2>/dev/null || true
+
+cargo bench --bench pollgate --no-run -q
+bench() { cargo bench -q --bench pollgate -- "$@" --json "$OUT/results.jsonl" $ARGS; }
+
+# A PID and all its descendants: what counts as "the server".
+tree() {
+    local pid=$1
+    echo -n "$pid "
+    for child in $(pgrep -P "$pid" || true); do tree "$child"; done
+}
+wait_http() { # url: succeed once anything answers
+    for _ in $(seq 300); do
+        curl -s -m 1 -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "no answer from $1" >&2
+    return 1
+}
+stop() {
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+}
+
+# The backend behind every proxy, and Pushpin's GRIP answers.
+cargo bench -q --bench pollgate -- backend --listen 127.0.0.1:9000 &
+BACKEND=$!
+PID=
+trap 'stop $BACKEND; [ -z "$PID" ] || stop $PID' EXIT
+wait_http http://127.0.0.1:9000/
+
+start_nchan() {
+    mkdir -p "$RUN/nchan"
+    nginx -p "$RUN/nchan/" -e "$RUN/nchan/error.log" -c "$ROOT/benches/peers/nginx-nchan.conf" &
+    PID=$!
+    wait_http http://127.0.0.1:8100/nchan_status
+}
+start_nginx_proxy() {
+    mkdir -p "$RUN/proxy"
+    nginx -p "$RUN/proxy/" -e "$RUN/proxy/error.log" -c "$ROOT/benches/peers/nginx-proxy.conf" &
+    PID=$!
+    wait_http http://127.0.0.1:8200/
+}
+start_pushpin() {
+    mkdir -p "$RUN/pushpin/run" "$RUN/pushpin/log"
+    sed "s|@RUN@|$RUN/pushpin|g" "$ROOT/benches/peers/pushpin/pushpin.conf" >"$RUN/pushpin/pushpin.conf"
+    cp "$ROOT/benches/peers/pushpin/routes" "$RUN/pushpin/routes"
+    pushpin --config "$RUN/pushpin/pushpin.conf" --merge-output >"$RUN/pushpin/out.log" 2>&1 &
+    PID=$!
+    wait_http http://127.0.0.1:7999/
+    wait_http http://127.0.0.1:5561/
+}
+
+for s in $SCENARIOS; do
+    echo "== scenario $s" >&2
+    bench --scenarios "$s"
+
+    if [ "$s" = d ]; then start_nginx_proxy; else start_nchan; fi
+    sleep 0.5 # nginx forks its workers after it answers
+    bench --scenarios "$s" --target nchan --pids "$(tree $PID | xargs)" \
+        --poll-url 'http://127.0.0.1:8100/sub/{channel}' \
+        --pub-url 'http://127.0.0.1:8101/pub/{channel}' --cursor nchan \
+        --proxy-url http://127.0.0.1:8200/ --backend-url http://127.0.0.1:9000/
+    stop $PID
+
+    start_pushpin
+    bench --scenarios "$s" --target pushpin --pids "$(tree $PID | xargs)" \
+        --poll-url 'http://127.0.0.1:7999/poll/{channel}' \
+        --pub-url 'http://127.0.0.1:5561/publish/' --cursor none \
+        --pub-body '{"items":[{"channel":"{channel}","formats":{"http-response":{"body":"{\"seq\":{seq},\"ts\":{ts}}\n"}}}]}' \
+        --proxy-url http://127.0.0.1:7999/ --backend-url http://127.0.0.1:9000/
+    stop $PID
+done
+
+python3 "$ROOT/benches/table.py" "$OUT/results.jsonl" | tee "$OUT/table.md"

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Renders the JSON lines written by `cargo bench --bench pollgate -- --json FILE`
+as one markdown table: every target's figure per scenario, and the ratio
+pollgate / best peer (below 1 is better for "lower" figures, above 1 for "higher")."""
+import json
+import sys
+
+# (scenario, field, label, better)
+FIGURES = [
+    ("a", "kib_per_poll", "(a) RSS per held poll, KiB", "lower"),
+    ("a", "errors", "(a) errors while holding", "lower"),
+    ("b", "p99_ms", "(b) fan-out p99, ms", "lower"),
+    ("b", "completion_ms_mean", "(b) fan-out completion (mean of reps), ms", "lower"),
+    ("b", "cpu_ms_per_rep", "(b) server CPU per rep, ms", "lower"),
+    ("c", "lost", "(c) messages lost", "lower"),
+    ("c", "p99_ms", "(c) p99, ms", "lower"),
+    ("c", "server_cpu_s", "(c) server CPU, s", "lower"),
+    ("d", "rps", "(d) proxied GET, requests/s", "higher"),
+    ("d", "p99_ms", "(d) proxied GET p99, ms", "lower"),
+    ("d", "direct_rps", "(d) backend direct, requests/s", "higher"),
+]
+
+
+def main(path):
+    rows = {}
+    targets = []
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["target"] not in targets:
+                targets.append(r["target"])
+            rows[(r["target"], r["scenario"])] = r
+    peers = [t for t in targets if t != "pollgate"]
+    print("| figure | " + " | ".join(targets) + " | pollgate / best peer |")
+    print("|---|" + "---|" * (len(targets) + 1))
+    for scenario, field, label, better in FIGURES:
+        values = {t: rows.get((t, scenario), {}).get(field) for t in targets}
+        if all(v is None for v in values.values()):
+            continue
+        cells = ["-" if values[t] is None else f"{values[t]:,.1f}" for t in targets]
+        known = [values[p] for p in peers if values[p] is not None]
+        ratio = "-"
+        if known and values.get("pollgate") is not None:
+            best = min(known) if better == "lower" else max(known)
+            ratio = f"{values['pollgate'] / best:.2f}" if best else "-"
+        print(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
