@@ -164,7 +164,9 @@ impl Subscription {
     pub async fn head(&self) -> Result<Timestamp, BrokerError> {
         match self {
             Subscription::Memory(s) => Ok(s.head()),
-            Subscription::Redis(s) => s.head().await,
+            // Boxed: a Redis round trip's future would otherwise make
+            // every held poll (memory broker too) as large as itself.
+            Subscription::Redis(s) => Box::pin(s.head()).await,
         }
     }
 
@@ -175,7 +177,7 @@ impl Subscription {
     pub async fn read(&self, cursor: Cursor, max: usize) -> Result<Read, BrokerError> {
         match self {
             Subscription::Memory(s) => Ok(s.read(cursor, max)),
-            Subscription::Redis(s) => s.read(cursor, max).await,
+            Subscription::Redis(s) => Box::pin(s.read(cursor, max)).await,
         }
     }
 
@@ -185,7 +187,7 @@ impl Subscription {
     pub async fn timeout_mark(&self, fallback: Timestamp) -> Timestamp {
         match self {
             Subscription::Memory(s) => s.timeout_mark(),
-            Subscription::Redis(s) => s.timeout_mark(fallback).await,
+            Subscription::Redis(s) => Box::pin(s.timeout_mark(fallback)).await,
         }
     }
 

@@ -109,7 +109,7 @@ pub async fn handle<B>(
         .map(str::to_owned);
     let mut resp = match *req.method() {
         Method::OPTIONS => preflight(req.headers(), route.cors.as_ref()),
-        Method::GET | Method::HEAD => match hold(&req, route, rest, &cx).await {
+        Method::GET | Method::HEAD => match hold(req, route, rest, &cx).await {
             Ok(resp) => resp,
             Err(e) => rejected(e, &cx),
         },
@@ -155,7 +155,7 @@ fn rejected(e: PollError, cx: &PollContext<'_>) -> Response<Body> {
 }
 
 async fn hold<B>(
-    req: &Request<B>,
+    req: Request<B>,
     route: &PollRoute,
     rest: &str,
     cx: &PollContext<'_>,
@@ -170,10 +170,16 @@ async fn hold<B>(
         .admission
         .admit(client.clone(), &channel, cx.config.limits)?;
     if let Some(auth) = &route.authorize {
-        let checked = cx
-            .authorizer
-            .check(auth, cx.clients, req.headers(), &channel, &client, cx.peer)
-            .await;
+        // Boxed: the subrequest's future is large and only some routes need it.
+        let checked = Box::pin(cx.authorizer.check(
+            auth,
+            cx.clients,
+            req.headers(),
+            &channel,
+            &client,
+            cx.peer,
+        ))
+        .await;
         match checked {
             Ok(()) => {}
             Err(authorize::AuthError::Denied(resp)) => return Err(PollError::Denied(resp)),
@@ -183,6 +189,8 @@ async fn hold<B>(
             Err(authorize::AuthError::Upstream(e)) => return Err(PollError::AuthUpstream(e)),
         }
     }
+    // The head is not needed while held: free its headers now.
+    drop(req);
     let mut sub = cx.broker.subscribe(&channel, cx.config.buffer).await?;
     let cursor = match params.cursor {
         Some(c) => c,

@@ -80,7 +80,8 @@ pub async fn run<H, F>(
     H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = builder(settings);
+    // Shared: every connection's task would otherwise carry a copy (~600 bytes).
+    let builder = std::sync::Arc::new(builder(settings));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -144,7 +145,7 @@ pub async fn run<H, F>(
 async fn serve<I, H, F>(
     io: I,
     info: ConnInfo,
-    builder: auto::Builder<TokioExecutor>,
+    builder: std::sync::Arc<auto::Builder<TokioExecutor>>,
     handler: H,
     watcher: Watcher,
 ) where

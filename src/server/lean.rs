@@ -63,30 +63,37 @@ pub async fn serve(
 ) -> Ended {
     let mut buf = Vec::new();
     loop {
-        let head = match read_head(&stream, &mut buf, header_timeout, shutdown).await {
+        // Reading and writing are boxed: their futures are larger than what a
+        // held poll needs between the two, and a task is as large as its
+        // largest state.
+        let Head {
+            req,
+            len,
+            keep_alive,
+        } = match Box::pin(read_head(&stream, &mut buf, header_timeout, shutdown)).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ended::HandOver(stream, buf),
             Err(Closed) => return Ended::Closed,
         };
-        if !(lean.accepts)(&head.req) {
+        if !(lean.accepts)(&req) {
             return Ended::HandOver(stream, buf);
         }
-        buf.drain(..head.len);
+        buf.drain(..len);
         if buf.is_empty() {
             // Free what the head took: a held poll keeps no read buffer.
             buf = Vec::new();
         }
-        let head_only = head.req.method() == Method::HEAD;
-        let version = head.req.version();
-        let fut = (lean.handle)(head.req, info);
+        let head_only = req.method() == Method::HEAD;
+        let version = req.version();
+        let fut = (lean.handle)(req, info);
         let resp = tokio::select! {
             resp = fut => resp,
             // The client left (or sent more than a pipeline may): drop the
             // poll, which counts it as gone and frees its subscription.
             Closed = closed(&stream, &mut buf) => return Ended::Closed,
         };
-        let keep_alive = head.keep_alive && !shutdown.is_cancelled();
-        if write_response(&stream, resp, version, head_only, keep_alive)
+        let keep_alive = keep_alive && !shutdown.is_cancelled();
+        if Box::pin(write_response(&stream, resp, version, head_only, keep_alive))
             .await
             .is_err()
             || !keep_alive
