@@ -322,10 +322,11 @@ fn lean_polls(shared: &Arc<Shared>) -> Lean {
     Lean {
         accepts: Arc::new(move |req| {
             let active = routes.active.load();
-            let found = active
-                .config
-                .routes
-                .find(req.method(), request_host(req), req.uri().path());
+            let found =
+                active
+                    .config
+                    .routes
+                    .find(req.method(), request_host(req), req.uri().path());
             matches!(found, Ok(route) if matches!(route.action, RouteAction::Poll(_)))
         }),
         handle: Arc::new(move |req, conn| {
@@ -345,11 +346,10 @@ where
     let started = tokio::time::Instant::now();
     let active = shared.active.load_full();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let routed = active
-        .config
-        .routes
-        .find(&method, request_host(&req), &path);
+    // A clone of the URI shares its bytes: no copy of the path per request.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let routed = active.config.routes.find(&method, request_host(&req), path);
     let (resp, route, upstream) = match routed {
         Err(NoRoute::NotFound) => (h::error_response(&RouteError::NotFound), None, None),
         Err(NoRoute::MethodNotAllowed(allowed)) => {

@@ -121,6 +121,8 @@ pub struct ShutdownConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
     pub header_timeout: Duration,
+    /// Runtime worker threads.
+    pub threads: usize,
 }
 
 /// One problem in a config file, with where it is.

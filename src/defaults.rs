@@ -88,6 +88,12 @@ pub const LIMIT_MAX_TOTAL: usize = 100_000;
 /// as soon as any poll ends, and 1 s keeps a crowd from hammering.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
+/// Runtime worker threads: one per core this process may use (cgroup
+/// quotas included), as nginx's `worker_processes auto`.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Request header fields allowed per request (hyper's default, stated here).
 pub const MAX_HEADERS: usize = 100;
 

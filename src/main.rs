@@ -211,6 +211,7 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.threads)
         .enable_all()
         .build()
     {

@@ -11,7 +11,7 @@
 
 mod lean;
 
-pub use lean::{Lean, LeanFuture};
+pub use lean::{Lean, LeanFuture, LeanRequest};
 
 use std::convert::Infallible;
 use std::future::Future;

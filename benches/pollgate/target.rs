@@ -33,6 +33,9 @@ pub struct TargetArgs {
     /// described by the flags below.
     #[arg(long, default_value = "pollgate")]
     pub target: String,
+    /// pollgate's `server.threads` (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Poll URL, `{channel}` replaced (external targets).
     #[arg(long)]
     pub poll_url: Option<String>,
@@ -94,7 +97,7 @@ impl Target {
         let dir = std::env::temp_dir().join(format!("pollgate-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("pollgate.yaml");
-        std::fs::write(&config, pollgate_config(backend))?;
+        std::fs::write(&config, pollgate_config(backend, args.threads))?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_pollgate"))
             .arg("--config")
             .arg(&config)
@@ -141,7 +144,8 @@ impl Drop for Target {
 }
 
 /// Large limits: the load tool holds tens of thousands of polls from four addresses.
-fn pollgate_config(backend: SocketAddr) -> String {
+fn pollgate_config(backend: SocketAddr, threads: Option<usize>) -> String {
+    let threads = threads.map_or(String::new(), |n| format!("server: {{ threads: {n} }}\n"));
     format!(
         r#"listen: "127.0.0.1:0"
 webhook: {{ listen: "127.0.0.1:0" }}
@@ -152,7 +156,7 @@ routes:
   - {{ prefix: /, upstream: backend, timeout: 30s }}
 poll: {{ max_timeout: 120s }}
 limits: {{ max_per_client: 1000000, max_per_channel: 1000000, max_total: 1000000 }}
-"#
+{threads}"#
     )
 }
 

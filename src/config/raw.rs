@@ -163,4 +163,5 @@ pub struct RawShutdown {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub header_timeout: Option<Duration>,
+    pub threads: Option<usize>,
 }

@@ -142,12 +142,16 @@ impl Validator {
                 .and_then(|s| s.drain_timeout)
                 .map_or(defaults::SHUTDOWN_DRAIN_TIMEOUT, |d| d.0),
         };
-        let header_timeout = raw
-            .server
-            .and_then(|s| s.header_timeout)
+        let raw_server = raw.server.unwrap_or_default();
+        let header_timeout = raw_server
+            .header_timeout
             .map_or(defaults::HEADER_TIMEOUT, |d| d.0);
         if header_timeout.is_zero() {
             self.fail("server.header_timeout", "must be longer than 0s");
+        }
+        let threads = raw_server.threads.unwrap_or_else(defaults::threads);
+        if threads == 0 {
+            self.fail("server.threads", "must be 1 or more");
         }
 
         let raw_limits = raw.limits.unwrap_or_default();
@@ -196,7 +200,10 @@ impl Validator {
             buffer,
             broker,
             shutdown,
-            server: ServerConfig { header_timeout },
+            server: ServerConfig {
+                header_timeout,
+                threads: threads.max(1),
+            },
             limits,
             client_id,
             trusted_proxies,

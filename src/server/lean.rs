@@ -33,6 +33,9 @@ use super::ConnInfo;
 use crate::defaults::{LEAN_MAX_ANSWER_BYTES, MAX_HEADERS, MAX_HEADER_BYTES};
 use crate::http::{self as h, Body};
 
+/// A request as the lean path hands it over: the head, no body.
+pub type LeanRequest = Request<Empty<Bytes>>;
+
 /// A future answering one lean request.
 pub type LeanFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
@@ -41,8 +44,8 @@ pub type LeanFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 /// answers it.
 #[derive(Clone)]
 pub struct Lean {
-    pub accepts: Arc<dyn Fn(&Request<Empty<Bytes>>) -> bool + Send + Sync>,
-    pub handle: Arc<dyn Fn(Request<Empty<Bytes>>, ConnInfo) -> LeanFuture + Send + Sync>,
+    pub accepts: Arc<dyn Fn(&LeanRequest) -> bool + Send + Sync>,
+    pub handle: Arc<dyn Fn(LeanRequest, ConnInfo) -> LeanFuture + Send + Sync>,
 }
 
 /// How a lean connection ended.
@@ -66,15 +69,16 @@ pub async fn serve(
         // Reading and writing are boxed: their futures are larger than what a
         // held poll needs between the two, and a task is as large as its
         // largest state.
-        let Head {
-            req,
-            len,
-            keep_alive,
-        } = match Box::pin(read_head(&stream, &mut buf, header_timeout, shutdown)).await {
+        let head = match Box::pin(read_head(&stream, &mut buf, header_timeout, shutdown)).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ended::HandOver(stream, buf),
             Err(Closed) => return Ended::Closed,
         };
+        let Head {
+            req,
+            len,
+            keep_alive,
+        } = *head;
         if !(lean.accepts)(&req) {
             return Ended::HandOver(stream, buf);
         }
@@ -93,9 +97,11 @@ pub async fn serve(
             Closed = closed(&stream, &mut buf) => return Ended::Closed,
         };
         let keep_alive = keep_alive && !shutdown.is_cancelled();
-        if Box::pin(write_response(&stream, resp, version, head_only, keep_alive))
-            .await
-            .is_err()
+        if Box::pin(write_response(
+            &stream, resp, version, head_only, keep_alive,
+        ))
+        .await
+        .is_err()
             || !keep_alive
         {
             return Ended::Closed;
@@ -107,7 +113,7 @@ pub async fn serve(
 struct Closed;
 
 struct Head {
-    req: Request<Empty<Bytes>>,
+    req: LeanRequest,
     /// Bytes of `buf` the head took.
     len: usize,
     keep_alive: bool,
@@ -121,16 +127,10 @@ async fn read_head(
     buf: &mut Vec<u8>,
     header_timeout: Duration,
     shutdown: &CancellationToken,
-) -> Result<Option<Head>, Closed> {
-    // An idle keep-alive connection waits for its next request without a
-    // deadline, as in hyper; from the first byte the head must arrive within
-    // `header_timeout`.
-    if buf.is_empty() {
-        tokio::select! {
-            read = read_more(stream, buf) => read?,
-            _ = shutdown.cancelled() => return Err(Closed),
-        }
-    }
+) -> Result<Option<Box<Head>>, Closed> {
+    // The head must be complete within `header_timeout` of the connection's
+    // start or of the previous answer: that also closes idle keep-alive
+    // connections, as on the hyper path.
     let deadline = tokio::time::sleep(header_timeout);
     tokio::pin!(deadline);
     loop {
@@ -179,7 +179,8 @@ async fn closed(stream: &TcpStream, buf: &mut Vec<u8>) -> Closed {
 }
 
 enum Parsed {
-    Head(Head),
+    // Boxed: it travels through the read loop's state, which stays small.
+    Head(Box<Head>),
     Partial,
     NotLean,
 }
@@ -229,11 +230,11 @@ fn parse(buf: &[u8]) -> Parsed {
     *req.uri_mut() = uri;
     *req.version_mut() = version;
     *req.headers_mut() = map;
-    Parsed::Head(Head {
+    Parsed::Head(Box::new(Head {
         req,
         len,
         keep_alive,
-    })
+    }))
 }
 
 /// HTTP/1.1 keeps the connection unless told `close`; 1.0 closes unless
@@ -264,14 +265,17 @@ async fn write_response(
     let (parts, body) = resp.into_parts();
     // Poll answers are in memory already; an authorization app's refusal is
     // passed through, up to a cap.
-    let (status, chunks) = match collect(body, LEAN_MAX_ANSWER_BYTES).await {
-        Some(chunks) => (parts.status, chunks),
+    let (status, data) = match collect(body, LEAN_MAX_ANSWER_BYTES).await {
+        Some(data) => (parts.status, data),
         None => (
             http::StatusCode::BAD_GATEWAY,
-            vec![h::error_body("the upstream's answer could not be read")],
+            Data {
+                first: h::error_body("the upstream's answer could not be read"),
+                rest: Vec::new(),
+            },
         ),
     };
-    let len: usize = chunks.iter().map(Bytes::len).sum();
+    let len = data.first.len() + data.rest.iter().map(Bytes::len).sum::<usize>();
     let mut out = Vec::with_capacity(256 + if head_only { 0 } else { len });
     out.extend_from_slice(if version == Version::HTTP_10 {
         b"HTTP/1.0 "
@@ -296,10 +300,12 @@ async fn write_response(
     }
     if !parts.headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        date::with_now(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(b"\r\n");
     match (keep_alive, version) {
         (false, _) => out.extend_from_slice(b"connection: close\r\n"),
         (true, Version::HTTP_10) => out.extend_from_slice(b"connection: keep-alive\r\n"),
@@ -307,7 +313,8 @@ async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     if !head_only {
-        for chunk in &chunks {
+        out.extend_from_slice(&data.first);
+        for chunk in &data.rest {
             out.extend_from_slice(chunk);
         }
     }
@@ -323,20 +330,55 @@ async fn write_response(
     Ok(())
 }
 
+/// A body's data: nearly always one chunk, kept without a list.
+struct Data {
+    first: Bytes,
+    rest: Vec<Bytes>,
+}
+
 /// The body's data, or `None` if it fails or passes `cap` bytes.
-async fn collect(mut body: Body, cap: usize) -> Option<Vec<Bytes>> {
-    let mut chunks = Vec::with_capacity(1);
+async fn collect(mut body: Body, cap: usize) -> Option<Data> {
+    let mut data = Data {
+        first: Bytes::new(),
+        rest: Vec::new(),
+    };
     let mut len = 0;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.ok()?.into_data() {
-            len += data.len();
+        if let Ok(chunk) = frame.ok()?.into_data() {
+            len += chunk.len();
             if len > cap {
                 return None;
             }
-            chunks.push(data);
+            if data.first.is_empty() {
+                data.first = chunk;
+            } else {
+                data.rest.push(chunk);
+            }
         }
     }
-    Some(chunks)
+    Some(data)
+}
+
+/// The `Date` header's value, formatted once a second per thread (as hyper does).
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+
+    pub fn with_now(f: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with_borrow_mut(|(at, text)| {
+            if *at != second {
+                *at = second;
+                *text = httpdate::fmt_http_date(now);
+            }
+            f(text.as_bytes());
+        });
+    }
 }
 
 /// The bytes read by the lean path, then the socket: what hyper reads when
