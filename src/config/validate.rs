@@ -668,6 +668,18 @@ mod tests {
         assert_eq!(c.webhook.max_body, defaults::WEBHOOK_MAX_BODY);
         assert_eq!(c.shutdown.drain_timeout, defaults::SHUTDOWN_DRAIN_TIMEOUT);
         assert_eq!(c.broker, BrokerConfig::Memory);
+        assert_eq!(c.server.threads, defaults::threads());
+    }
+
+    #[test]
+    fn threads_are_counted_from_one() {
+        let c = from_yaml(&format!("{MINIMAL}server: {{ threads: 3 }}\n")).unwrap();
+        assert_eq!(c.server.threads, 3);
+        let e = errors(&format!("{MINIMAL}server: {{ threads: 0 }}\n"));
+        assert!(
+            e[0].contains("server.threads") && e[0].contains("1 or more"),
+            "{e:?}"
+        );
     }
 
     #[test]

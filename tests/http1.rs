@@ -1,0 +1,239 @@
+//! Long polls over HTTP/1 on one raw connection: the lean path that serves
+//! them, and its hand-over to the full server for everything else.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+struct Answer {
+    head: String,
+    status: u16,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one answer; `head_only` for an answer to HEAD (no body follows).
+async fn answer(conn: &mut BufReader<TcpStream>, head_only: bool) -> Answer {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut line))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "connection closed before an answer: {head:?}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head[9..12].parse().unwrap();
+    let mut a = Answer {
+        head,
+        status,
+        body: String::new(),
+    };
+    if !head_only {
+        let len: usize = a.header("content-length").unwrap().parse().unwrap();
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body).await.unwrap();
+        a.body = String::from_utf8(body).unwrap();
+    }
+    a
+}
+
+async fn connect(pg: &Pollgate) -> BufReader<TcpStream> {
+    BufReader::new(TcpStream::connect(pg.public).await.unwrap())
+}
+
+async fn closed(conn: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await,
+        Ok(Ok(0))
+    )
+}
+
+#[tokio::test]
+async fn a_poll_then_a_proxied_upload_share_one_keep_alive_connection() {
+    let up = Upstream::start("app").await;
+    let pg = Pollgate::start(&yaml(Some(up.addr), "")).await;
+    let mut conn = connect(&pg).await;
+    conn.get_mut()
+        .write_all(b"GET /api/poll/k?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let polled = answer(&mut conn, false).await;
+    assert_eq!(polled.status, 200);
+    assert!(
+        polled.body.contains("\"status\":\"timeout\""),
+        "{}",
+        polled.body
+    );
+    assert!(polled.header("date").is_some());
+
+    conn.get_mut()
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let proxied = answer(&mut conn, false).await;
+    assert_eq!(proxied.status, 200);
+    assert_eq!(proxied.body.trim(), r#"{"bytes":5}"#);
+
+    // And a poll again, now served by the full server on this connection.
+    conn.get_mut()
+        .write_all(b"GET /api/poll/k?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut conn, false).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_held_poll_gets_the_message_and_the_connection_polls_again() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    let mut conn = connect(&pg).await;
+    conn.get_mut()
+        .write_all(b"GET /api/poll/held?timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    pg.held(1).await;
+    pg.publish("held", serde_json::json!({"n": 1})).await;
+    let got = answer(&mut conn, false).await;
+    let v: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(v["status"], "message");
+    assert_eq!(v["data"]["n"], 1);
+    assert_eq!(
+        got.header("content-type"),
+        Some("application/json"),
+        "{}",
+        got.head
+    );
+
+    let next = format!(
+        "GET /api/poll/held?timeout=30&since={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        v["timestamp"]
+    );
+    conn.get_mut().write_all(next.as_bytes()).await.unwrap();
+    pg.held(1).await;
+    pg.publish("held", serde_json::json!({"n": 2})).await;
+    let second: serde_json::Value =
+        serde_json::from_str(&answer(&mut conn, false).await.body).unwrap();
+    assert_eq!(second["data"]["n"], 2);
+}
+
+#[tokio::test]
+async fn head_answers_carry_the_length_but_no_body() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    let mut conn = connect(&pg).await;
+    conn.get_mut()
+        .write_all(b"HEAD /api/poll/h?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = answer(&mut conn, true).await;
+    assert_eq!(head.status, 200);
+    let len: usize = head.header("content-length").unwrap().parse().unwrap();
+    assert!(len > 0);
+    // The next answer starts right away: no stray body bytes in between.
+    conn.get_mut()
+        .write_all(b"GET /api/poll/h?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let get = answer(&mut conn, false).await;
+    assert_eq!(get.status, 200);
+    assert_eq!(get.body.len(), len);
+}
+
+#[tokio::test]
+async fn http_1_0_and_connection_close_end_the_connection_after_the_answer() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    for request in [
+        &b"GET /api/poll/c?timeout=0 HTTP/1.0\r\n\r\n"[..],
+        b"GET /api/poll/c?timeout=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut conn = connect(&pg).await;
+        conn.get_mut().write_all(request).await.unwrap();
+        let a = answer(&mut conn, false).await;
+        assert_eq!(a.status, 200);
+        assert!(closed(&mut conn).await, "still open after {:?}", a.head);
+    }
+    // HTTP/1.0 asking for keep-alive keeps it.
+    let mut conn = connect(&pg).await;
+    let ask = b"GET /api/poll/c?timeout=0 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    conn.get_mut().write_all(ask).await.unwrap();
+    let first = answer(&mut conn, false).await;
+    assert!(first.head.starts_with("HTTP/1.0 200"), "{}", first.head);
+    assert_eq!(first.header("connection"), Some("keep-alive"));
+    conn.get_mut().write_all(ask).await.unwrap();
+    assert_eq!(answer(&mut conn, false).await.status, 200);
+}
+
+#[tokio::test]
+async fn pipelined_polls_are_answered_in_order() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    let mut conn = connect(&pg).await;
+    conn.get_mut()
+        .write_all(
+            b"GET /api/poll/p1?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /api/poll/p2?timeout=0&max=5 HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let first = answer(&mut conn, false).await;
+    let second = answer(&mut conn, false).await;
+    assert!(first.body.contains("\"status\":\"timeout\""));
+    assert!(second.body.contains("\"status\":\"timeout\""));
+    assert_eq!((first.status, second.status), (200, 200));
+}
+
+#[tokio::test]
+async fn malformed_heads_on_a_poll_route_get_the_full_servers_400() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    let mut conn = connect(&pg).await;
+    conn.get_mut()
+        .write_all(b"GET /api/poll/x HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut conn, false).await.status, 400);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_hold_frees_its_poll() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    let mut conn = connect(&pg).await;
+    conn.get_mut()
+        .write_all(b"GET /api/poll/gone?timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    pg.held(1).await;
+    drop(conn);
+    pg.held(0).await;
+    let body = get(&pg.hook("/metrics")).await.body;
+    assert!(
+        body.contains("pollgate_polls_total{outcome=\"client_gone\"} 1"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let pg = Pollgate::start(&yaml(None, "server: { header_timeout: 300ms }\n")).await;
+    let mut conn = connect(&pg).await;
+    conn.get_mut()
+        .write_all(b"GET /api/poll/i?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut conn, false).await.status, 200);
+    assert!(closed(&mut conn).await);
+}
