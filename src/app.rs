@@ -14,8 +14,8 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -33,29 +33,55 @@ use crate::server::{self, ConnInfo, ConnSettings, Lean};
 use crate::tls;
 use crate::webhook::{self, WebhookContext};
 
-/// The two bound sockets. Bound by the caller, so tests use port 0 and
-/// `main` reports a bind error before anything starts.
+/// The bound sockets. Bound by the caller, so tests use port 0 and `main`
+/// reports a bind error before anything starts.
 pub struct Listeners {
-    pub public: TcpListener,
+    /// The public address: one socket per thread (`server.threads`), all on
+    /// one port with SO_REUSEPORT, so the kernel spreads connections over
+    /// threads that never hand work to each other.
+    pub public: Vec<TcpListener>,
     pub webhook: TcpListener,
 }
 
 impl Listeners {
-    /// Binds both addresses of `config`.
+    /// Binds the addresses of `config`.
     ///
     /// # Errors
     /// The address and the OS error of the first bind that fails.
     pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError { addr, source })
-        };
+        let webhook = config.webhook.listen;
         Ok(Listeners {
-            public: bind(config.listen).await?,
-            webhook: bind(config.webhook.listen).await?,
+            public: bind_shared(config.listen, config.server.threads)
+                .map_err(|source| BindError { addr: config.listen, source })?,
+            webhook: TcpListener::bind(webhook)
+                .await
+                .map_err(|source| BindError { addr: webhook, source })?,
         })
     }
+}
+
+/// `n` listening sockets on `addr` (port 0: one port the kernel picks).
+/// A single socket does without SO_REUSEPORT, so that a second pollgate on
+/// the same port fails to start instead of sharing its traffic.
+fn bind_shared(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    let mut sockets = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let socket = if at.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if n > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(at)?;
+        let listener = socket.listen(defaults::LISTEN_BACKLOG)?;
+        at = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +145,15 @@ impl Running {
 /// # Errors
 /// When a listener's local address cannot be read.
 pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io::Result<Running> {
-    let public_addr = listeners.public.local_addr()?;
+    let mut public = listeners.public.into_iter();
+    let first = public
+        .next()
+        .ok_or_else(|| std::io::Error::other("no public listener"))?;
+    let public_addr = first.local_addr()?;
+    // The other sockets move to threads of their own (see `spawn_worker`).
+    let others = public
+        .map(TcpListener::into_std)
+        .collect::<std::io::Result<Vec<_>>>()?;
     let webhook_addr = listeners.webhook.local_addr()?;
     let shutdown = CancellationToken::new();
     let metrics = Metrics::default();
@@ -172,14 +206,14 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     tokio::spawn(shared.broker.clone().run(shutdown.clone()));
 
     let join = tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        let public = {
-            let shared = shared.clone();
-            move |req, conn| {
-                let shared = shared.clone();
-                async move { public_request(&shared, req, conn).await }
-            }
-        };
+        let workers: Vec<_> = others
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, listener)| {
+                let (shared, acceptor) = (shared.clone(), acceptor.clone());
+                spawn_worker(i + 1, move || serve_public(shared, listener, acceptor, settings))
+            })
+            .collect();
         let hook = {
             let shared = shared.clone();
             move |req, _conn| {
@@ -187,37 +221,22 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
                 async move { webhook_request(&shared, req).await }
             }
         };
-        let token = shared.shutdown.clone();
+        let webhook = async {
+            let graceful = GracefulShutdown::new();
+            let settings = ConnSettings {
+                name: "webhook",
+                ..settings
+            };
+            let token = shared.shutdown.clone();
+            server::run(listeners.webhook, None, settings, hook, None, token, &graceful).await;
+            drain(&shared, graceful).await;
+        };
         tokio::join!(
-            server::run(
-                listeners.public,
-                acceptor,
-                settings,
-                public,
-                Some(lean_polls(&shared)),
-                token.clone(),
-                &graceful
-            ),
-            server::run(
-                listeners.webhook,
-                None,
-                ConnSettings {
-                    name: "webhook",
-                    ..settings
-                },
-                hook,
-                None,
-                token.clone(),
-                &graceful
-            ),
+            serve_public(shared.clone(), first, acceptor, settings),
+            webhook
         );
-        // The drain deadline in force at shutdown (it may have been reloaded).
-        let drain = shared.active.load().config.shutdown.drain_timeout;
-        if tokio::time::timeout(drain, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            warn!(after = %humantime::format_duration(drain), "drain deadline passed; closing remaining connections");
+        for done in workers {
+            let _ = done.await;
         }
         info!("stopped");
     });
@@ -311,6 +330,93 @@ impl HttpError for RouteError {
         match self {
             RouteError::NotFound | RouteError::Method => Fault::Client,
         }
+    }
+}
+
+/// Runs `serve` on a thread of its own with a single-threaded runtime; the
+/// receiver resolves when it has finished.
+fn spawn_worker<F, Fut>(n: usize, serve: F) -> Option<oneshot::Receiver<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (done, finished) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("pollgate-{n}"))
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(serve()),
+                Err(e) => error!(error = %e, "cannot start a worker thread's runtime"),
+            }
+            let _ = done.send(());
+        });
+    match spawned {
+        Ok(_) => Some(finished),
+        Err(e) => {
+            error!(error = %e, "cannot start a worker thread; its share of connections goes to the others");
+            None
+        }
+    }
+}
+
+/// Serves one public socket until shutdown, then drains its connections.
+async fn serve_public(
+    shared: Arc<Shared>,
+    listener: impl IntoListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    settings: ConnSettings,
+) {
+    let listener = match listener.into_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "cannot serve a public socket");
+            return;
+        }
+    };
+    let graceful = GracefulShutdown::new();
+    let public = {
+        let shared = shared.clone();
+        move |req, conn| {
+            let shared = shared.clone();
+            async move { public_request(&shared, req, conn).await }
+        }
+    };
+    let lean = Some(lean_polls(&shared));
+    let token = shared.shutdown.clone();
+    server::run(listener, acceptor, settings, public, lean, token, &graceful).await;
+    drain(&shared, graceful).await;
+}
+
+/// A socket for `serve_public`: a listener of this runtime, or one from
+/// another thread that this runtime takes over.
+trait IntoListener {
+    fn into_listener(self) -> std::io::Result<TcpListener>;
+}
+
+impl IntoListener for TcpListener {
+    fn into_listener(self) -> std::io::Result<TcpListener> {
+        Ok(self)
+    }
+}
+
+impl IntoListener for std::net::TcpListener {
+    fn into_listener(self) -> std::io::Result<TcpListener> {
+        TcpListener::from_std(self)
+    }
+}
+
+/// Waits for `graceful`'s connections, up to the drain deadline in force
+/// at shutdown (it may have been reloaded).
+async fn drain(shared: &Shared, graceful: GracefulShutdown) {
+    let deadline = shared.active.load().config.shutdown.drain_timeout;
+    if tokio::time::timeout(deadline, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(after = %humantime::format_duration(deadline), "drain deadline passed; closing remaining connections");
     }
 }
 

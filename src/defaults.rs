@@ -94,6 +94,9 @@ pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// Pending connections the kernel queues per public socket.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 /// Request header fields allowed per request (hyper's default, stated here).
 pub const MAX_HEADERS: usize = 100;
 

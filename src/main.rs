@@ -210,8 +210,10 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.server.threads)
+    // Thread per core: this thread serves one public socket, the webhook and
+    // the background work; `server.threads - 1` more threads serve a public
+    // socket each (see `app::start`). No work moves between threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

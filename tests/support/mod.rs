@@ -61,10 +61,7 @@ impl Pollgate {
         let config_path = dir.path().join("pollgate.yaml");
         std::fs::write(&config_path, yaml).unwrap();
         let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
-        let listeners = Listeners {
-            public: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            webhook: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        };
+        let listeners = Listeners::bind(&config).await.unwrap();
         let running = pollgate::start(
             config,
             listeners,
