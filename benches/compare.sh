@@ -2,6 +2,9 @@
 # pollgate, Nchan and Pushpin through the same scenarios, with the same load
 # tool (benches/pollgate), in one run; prints one table with the ratio
 # pollgate / best peer. Installs the peers with apt when absent (needs root).
+# pollgate runs twice per scenario: with its default `server.threads` (one
+# per core) and with `server.threads: 1` (on a box whose other core runs the
+# load tool, one thread is often faster: the table shows both).
 #
 #   benches/compare.sh                     # a b c d at the sizes, ~12 min on 2 cores
 #   SCENARIOS="a b" ARGS="--a-waiters 2000" benches/compare.sh
@@ -86,7 +89,8 @@ start_pushpin() {
 
 for s in $SCENARIOS; do
     echo "== scenario $s" >&2
-    bench --scenarios "$s"
+    bench --scenarios "$s"                                   # server.threads: one per core
+    bench --scenarios "$s" --target pollgate-1thread --threads 1
 
     if [ "$s" = d ]; then start_nginx_proxy; else start_nchan; fi
     sleep 0.5 # nginx forks its workers after it answers

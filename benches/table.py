@@ -30,20 +30,25 @@ def main(path):
             if r["target"] not in targets:
                 targets.append(r["target"])
             rows[(r["target"], r["scenario"])] = r
-    peers = [t for t in targets if t != "pollgate"]
-    print("| figure | " + " | ".join(targets) + " | pollgate / best peer |")
-    print("|---|" + "---|" * (len(targets) + 1))
+    ours = [t for t in targets if t.startswith("pollgate")]
+    peers = [t for t in targets if t not in ours]
+    print("| figure | " + " | ".join(targets) + " | "
+          + " | ".join(f"{t} / best peer" for t in ours) + " |")
+    print("|---|" + "---|" * (len(targets) + len(ours)))
     for scenario, field, label, better in FIGURES:
         values = {t: rows.get((t, scenario), {}).get(field) for t in targets}
         if all(v is None for v in values.values()):
             continue
         cells = ["-" if values[t] is None else f"{values[t]:,.1f}" for t in targets]
         known = [values[p] for p in peers if values[p] is not None]
-        ratio = "-"
-        if known and values.get("pollgate") is not None:
-            best = min(known) if better == "lower" else max(known)
-            ratio = f"{values['pollgate'] / best:.2f}" if best else "-"
-        print(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+        ratios = []
+        for t in ours:
+            ratio = "-"
+            if known and values[t] is not None:
+                best = min(known) if better == "lower" else max(known)
+                ratio = f"{values[t] / best:.2f}" if best else "-"
+            ratios.append(ratio)
+        print(f"| {label} | " + " | ".join(cells + ratios) + " |")
 
 
 if __name__ == "__main__":

@@ -51,11 +51,18 @@ impl Listeners {
     pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
         let webhook = config.webhook.listen;
         Ok(Listeners {
-            public: bind_shared(config.listen, config.server.threads)
-                .map_err(|source| BindError { addr: config.listen, source })?,
+            public: bind_shared(config.listen, config.server.threads).map_err(|source| {
+                BindError {
+                    addr: config.listen,
+                    source,
+                }
+            })?,
             webhook: TcpListener::bind(webhook)
                 .await
-                .map_err(|source| BindError { addr: webhook, source })?,
+                .map_err(|source| BindError {
+                    addr: webhook,
+                    source,
+                })?,
         })
     }
 }
@@ -211,7 +218,9 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
             .enumerate()
             .filter_map(|(i, listener)| {
                 let (shared, acceptor) = (shared.clone(), acceptor.clone());
-                spawn_worker(i + 1, move || serve_public(shared, listener, acceptor, settings))
+                spawn_worker(i + 1, move || {
+                    serve_public(shared, listener, acceptor, settings)
+                })
             })
             .collect();
         let hook = {
@@ -228,7 +237,16 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
                 ..settings
             };
             let token = shared.shutdown.clone();
-            server::run(listeners.webhook, None, settings, hook, None, token, &graceful).await;
+            server::run(
+                listeners.webhook,
+                None,
+                settings,
+                hook,
+                None,
+                token,
+                &graceful,
+            )
+            .await;
             drain(&shared, graceful).await;
         };
         tokio::join!(

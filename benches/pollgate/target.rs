@@ -28,9 +28,9 @@ pub enum CursorKind {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TargetArgs {
-    /// Name in the report. "pollgate" (the default) starts the pollgate
-    /// binary built by cargo; any other name measures a running server
-    /// described by the flags below.
+    /// Name in the report. "pollgate" (the default) or any name starting
+    /// with "pollgate" starts the pollgate binary built by cargo; any other
+    /// name measures a running server described by the flags below.
     #[arg(long, default_value = "pollgate")]
     pub target: String,
     /// pollgate's `server.threads` (default: one per core).
@@ -76,7 +76,7 @@ impl Target {
     /// Starts pollgate (fresh, so its memory baseline is clean), or
     /// describes the running external server.
     pub async fn start(args: &TargetArgs) -> Result<Target> {
-        if args.target != "pollgate" {
+        if !args.target.starts_with("pollgate") {
             let need = |v: &Option<String>, flag: &str| {
                 v.clone()
                     .ok_or_else(|| format!("--{flag} is needed for target {}", args.target))
@@ -108,7 +108,7 @@ impl Target {
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let (public, webhook) = tokio::task::spawn_blocking(move || listening(stderr)).await??;
         Ok(Target {
-            name: "pollgate".into(),
+            name: args.target.clone(),
             poll_url: format!("http://{public}/api/poll/{{channel}}?timeout=55"),
             pub_url: format!("http://{webhook}/publish/{{channel}}"),
             pub_body: args.pub_body.clone(),
