@@ -101,7 +101,8 @@ for s in $SCENARIOS; do
     stop $PID
 
     start_pushpin
-    bench --scenarios "$s" --target pushpin --pids "$(tree $PID | xargs)" \
+    # Pushpin refuses connections opened faster than ~500/s (as in ../shared/bench).
+    bench --scenarios "$s" --target pushpin --pids "$(tree $PID | xargs)" --connect-rate 500 \
         --poll-url 'http://127.0.0.1:7999/poll/{channel}' \
         --pub-url 'http://127.0.0.1:5561/publish/' --cursor none \
         --pub-body '{"items":[{"channel":"{channel}","formats":{"http-response":{"body":"{\"seq\":{seq},\"ts\":{ts}}\n"}}}]}' \
