@@ -100,6 +100,11 @@ pub async fn waiter(
             continue;
         };
         while !shared.stop.load(Ordering::Relaxed) {
+            // A server may close a keep-alive connection between two polls:
+            // that is a reconnect, not an error.
+            if sender.ready().await.is_err() {
+                break;
+            }
             let req = poll_request(&uri, &cursor);
             shared.pending.fetch_add(1, Ordering::AcqRel);
             let answer = match sender.send_request(req).await {
