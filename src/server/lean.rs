@@ -203,14 +203,25 @@ fn parse(buf: &[u8]) -> Parsed {
         Some(1) => Version::HTTP_11,
         _ => return Parsed::NotLean,
     };
-    let Some(Ok(uri)) = raw.path.map(str::parse::<http::Uri>) else {
+    // One copy of the head; the target and every header value are slices
+    // of it (httparse's fields all point into `buf`).
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    let slice = |part: &[u8]| {
+        let at = offset(buf, part);
+        (at + part.len() <= head.len()).then(|| head.slice(at..at + part.len()))
+    };
+    let Some(Ok(uri)) = raw
+        .path
+        .and_then(|p| slice(p.as_bytes()))
+        .map(http::Uri::from_maybe_shared)
+    else {
         return Parsed::NotLean;
     };
     let mut map = HeaderMap::with_capacity(raw.headers.len());
     for h in raw.headers.iter() {
-        let (Ok(name), Ok(value)) = (
+        let (Ok(name), Some(Ok(value))) = (
             HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
+            slice(h.value).map(HeaderValue::from_maybe_shared),
         ) else {
             return Parsed::NotLean;
         };
@@ -235,6 +246,11 @@ fn parse(buf: &[u8]) -> Parsed {
         len,
         keep_alive,
     }))
+}
+
+/// Where `part`, a slice of `buf`, starts in it.
+fn offset(buf: &[u8], part: &[u8]) -> usize {
+    (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize)
 }
 
 /// HTTP/1.1 keeps the connection unless told `close`; 1.0 closes unless
