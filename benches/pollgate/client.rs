@@ -93,10 +93,11 @@ pub async fn waiter(
         return;
     };
     let mut cursor = Cursor::default();
+    let mut backoff = Backoff::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let Ok(mut sender) = connect(src, &uri).await else {
             shared.errors.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            backoff.wait(id).await;
             continue;
         };
         while !shared.stop.load(Ordering::Relaxed) {
@@ -124,9 +125,10 @@ pub async fn waiter(
             let arrived = now_us();
             if !(parts.status.is_success() || parts.status == 304 || parts.status == 408) {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                backoff.wait(id).await;
                 continue;
             }
+            backoff = Backoff::default();
             match cursor_kind {
                 CursorKind::Pollgate => {
                     cursor.since = token_after(&body, b"\"timestamp\":").map(str::to_owned)
@@ -152,6 +154,23 @@ pub async fn waiter(
                 });
             }
         }
+    }
+}
+
+/// Retry delays after an error: 0.2 s doubling to 5 s, spread by up to a
+/// half so that thousands of refused waiters do not come back at once.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    async fn wait(&mut self, id: usize) {
+        let base = (0.2 * 2f64.powi(self.failures.min(5) as i32)).min(5.0);
+        self.failures += 1;
+        // Jitter from the clock and the waiter's number: cheap, and different per waiter.
+        let spread = ((now_us() as usize ^ id.wrapping_mul(2_654_435_761)) % 1000) as f64 / 2000.0;
+        tokio::time::sleep(Duration::from_secs_f64(base * (1.0 + spread))).await;
     }
 }
 
