@@ -361,3 +361,37 @@ async fn sighup_reloads_the_config() {
     bin.signal("TERM");
     assert_eq!(bin.exit_code(Duration::from_secs(10)).await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_that_went_away_does_not_stop_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pollgate.yaml");
+    std::fs::write(&path, yaml(None, "")).unwrap();
+    let mut child = pollgate_bin()
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("pollgate listening")));
+    // The reader goes away: every later log line fails to write.
+    drop(lines);
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let pid = child.id().to_string();
+    let waited = tokio::task::spawn_blocking(move || child.wait());
+    let Ok(status) = tokio::time::timeout(Duration::from_secs(10), waited).await else {
+        // Kill it, or the runtime would wait for it forever.
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("pollgate did not exit after SIGTERM");
+    };
+    assert_eq!(status.unwrap().unwrap().code(), Some(0));
+}
