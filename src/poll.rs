@@ -201,8 +201,10 @@ async fn hold<B>(
         Cursor::After(t) => t,
         Cursor::Oldest | Cursor::AfterId(_) => Timestamp(0),
     };
-    let mut outcome = OutcomeGuard::new(cx.metrics);
+    // Declared first, dropped last: by the time the held gauge goes down,
+    // the poll's outcome is already counted.
     let _held = cx.metrics.hold(cx.route);
+    let mut outcome = OutcomeGuard::new(cx.metrics);
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
 
