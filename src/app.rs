@@ -14,8 +14,8 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -29,75 +29,9 @@ use crate::metrics::Metrics;
 use crate::poll::{self, Admission, Authorizer, PollContext};
 use crate::proxy::{self, Clients, Peer};
 use crate::routes::{NoRoute, RouteAction};
-use crate::server::{self, ConnInfo, ConnSettings, Lean};
+use crate::server::{self, spawn_thread, ConnInfo, ConnSettings, IntoListener, Lean, Listeners};
 use crate::tls;
 use crate::webhook::{self, WebhookContext};
-
-/// The bound sockets. Bound by the caller, so tests use port 0 and `main`
-/// reports a bind error before anything starts.
-pub struct Listeners {
-    /// The public address: one socket per thread (`server.threads`), all on
-    /// one port with SO_REUSEPORT, so the kernel spreads connections over
-    /// threads that never hand work to each other.
-    pub public: Vec<TcpListener>,
-    pub webhook: TcpListener,
-}
-
-impl Listeners {
-    /// Binds the addresses of `config`.
-    ///
-    /// # Errors
-    /// The address and the OS error of the first bind that fails.
-    pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
-        let webhook = config.webhook.listen;
-        Ok(Listeners {
-            public: bind_shared(config.listen, config.server.threads).map_err(|source| {
-                BindError {
-                    addr: config.listen,
-                    source,
-                }
-            })?,
-            webhook: TcpListener::bind(webhook)
-                .await
-                .map_err(|source| BindError {
-                    addr: webhook,
-                    source,
-                })?,
-        })
-    }
-}
-
-/// `n` listening sockets on `addr` (port 0: one port the kernel picks).
-/// A single socket does without SO_REUSEPORT, so that a second pollgate on
-/// the same port fails to start instead of sharing its traffic.
-fn bind_shared(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
-    let mut sockets = Vec::with_capacity(n);
-    let mut at = addr;
-    for _ in 0..n.max(1) {
-        let socket = if at.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        if n > 1 {
-            socket.set_reuseport(true)?;
-        }
-        socket.bind(at)?;
-        let listener = socket.listen(defaults::LISTEN_BACKLOG)?;
-        at = listener.local_addr()?;
-        sockets.push(listener);
-    }
-    Ok(sockets)
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
-pub struct BindError {
-    pub addr: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
-}
 
 /// Optional wiring for `start`.
 #[derive(Default)]
@@ -157,7 +91,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         .next()
         .ok_or_else(|| std::io::Error::other("no public listener"))?;
     let public_addr = first.local_addr()?;
-    // The other sockets move to threads of their own (see `spawn_worker`).
+    // The other sockets move to threads of their own (see `spawn_thread`).
     let others = public
         .map(TcpListener::into_std)
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -218,7 +152,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
             .enumerate()
             .filter_map(|(i, listener)| {
                 let (shared, acceptor) = (shared.clone(), acceptor.clone());
-                spawn_worker(i + 1, move || {
+                spawn_thread(i + 1, move || {
                     serve_public(shared, listener, acceptor, settings)
                 })
             })
@@ -351,35 +285,6 @@ impl HttpError for RouteError {
     }
 }
 
-/// Runs `serve` on a thread of its own with a single-threaded runtime; the
-/// receiver resolves when it has finished.
-fn spawn_worker<F, Fut>(n: usize, serve: F) -> Option<oneshot::Receiver<()>>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    let (done, finished) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name(format!("pollgate-{n}"))
-        .spawn(move || {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(serve()),
-                Err(e) => error!(error = %e, "cannot start a worker thread's runtime"),
-            }
-            let _ = done.send(());
-        });
-    match spawned {
-        Ok(_) => Some(finished),
-        Err(e) => {
-            error!(error = %e, "cannot start a worker thread; its share of connections goes to the others");
-            None
-        }
-    }
-}
-
 /// Serves one public socket until shutdown, then drains its connections.
 async fn serve_public(
     shared: Arc<Shared>,
@@ -406,24 +311,6 @@ async fn serve_public(
     let token = shared.shutdown.clone();
     server::run(listener, acceptor, settings, public, lean, token, &graceful).await;
     drain(&shared, graceful).await;
-}
-
-/// A socket for `serve_public`: a listener of this runtime, or one from
-/// another thread that this runtime takes over.
-trait IntoListener {
-    fn into_listener(self) -> std::io::Result<TcpListener>;
-}
-
-impl IntoListener for TcpListener {
-    fn into_listener(self) -> std::io::Result<TcpListener> {
-        Ok(self)
-    }
-}
-
-impl IntoListener for std::net::TcpListener {
-    fn into_listener(self) -> std::io::Result<TcpListener> {
-        TcpListener::from_std(self)
-    }
 }
 
 /// Waits for `graceful`'s connections, up to the drain deadline in force

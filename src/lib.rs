@@ -34,4 +34,5 @@ pub mod shutdown;
 pub mod tls;
 pub mod webhook;
 
-pub use app::{start, Listeners, Options, Running};
+pub use app::{start, Options, Running};
+pub use server::{BindError, Listeners};

@@ -10,8 +10,10 @@
 //! the lean path does not serve.
 
 mod lean;
+mod listeners;
 
 pub use lean::{Lean, LeanFuture, LeanRequest};
+pub use listeners::{spawn_thread, BindError, IntoListener, Listeners};
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,0 +1,124 @@
+//! The public port's sockets and the threads that serve them: one
+//! single-threaded runtime per thread, each accepting on its own socket.
+
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use tracing::error;
+
+use crate::config::Config;
+use crate::defaults;
+
+/// The bound sockets. Bound by the caller, so tests use port 0 and `main`
+/// reports a bind error before anything starts.
+pub struct Listeners {
+    /// The public address: one socket per thread (`server.threads`), all on
+    /// one port with SO_REUSEPORT, so the kernel spreads connections over
+    /// threads that never hand work to each other.
+    pub public: Vec<TcpListener>,
+    pub webhook: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    ///
+    /// # Errors
+    /// The address and the OS error of the first bind that fails.
+    pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
+        let webhook = config.webhook.listen;
+        Ok(Listeners {
+            public: bind_shared(config.listen, config.server.threads).map_err(|source| {
+                BindError {
+                    addr: config.listen,
+                    source,
+                }
+            })?,
+            webhook: TcpListener::bind(webhook)
+                .await
+                .map_err(|source| BindError {
+                    addr: webhook,
+                    source,
+                })?,
+        })
+    }
+}
+
+/// `n` listening sockets on `addr` (port 0: one port the kernel picks).
+/// A single socket does without SO_REUSEPORT, so that a second pollgate on
+/// the same port fails to start instead of sharing its traffic.
+fn bind_shared(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    let mut sockets = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let socket = if at.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if n > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(at)?;
+        let listener = socket.listen(defaults::LISTEN_BACKLOG)?;
+        at = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Runs `serve` on a thread of its own with a single-threaded runtime; the
+/// receiver resolves when it has finished.
+pub fn spawn_thread<F, Fut>(n: usize, serve: F) -> Option<oneshot::Receiver<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (done, finished) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("pollgate-{n}"))
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(serve()),
+                Err(e) => error!(error = %e, "cannot start a worker thread's runtime"),
+            }
+            let _ = done.send(());
+        });
+    match spawned {
+        Ok(_) => Some(finished),
+        Err(e) => {
+            error!(error = %e, "cannot start a worker thread; its share of connections goes to the others");
+            None
+        }
+    }
+}
+
+/// A socket to serve: a listener of this runtime, or one from
+/// another thread that this runtime takes over.
+pub trait IntoListener {
+    fn into_listener(self) -> std::io::Result<TcpListener>;
+}
+
+impl IntoListener for TcpListener {
+    fn into_listener(self) -> std::io::Result<TcpListener> {
+        Ok(self)
+    }
+}
+
+impl IntoListener for std::net::TcpListener {
+    fn into_listener(self) -> std::io::Result<TcpListener> {
+        TcpListener::from_std(self)
+    }
+}
