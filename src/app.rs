@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::poll::{self, Admission, Authorizer, PollContext};
 use crate::proxy::{self, Clients, Peer};
 use crate::routes::{NoRoute, RouteAction};
-use crate::server::{self, spawn_thread, ConnInfo, ConnSettings, IntoListener, Lean, Listeners};
+use crate::server::{self, spawn_thread, ConnInfo, ConnSettings, Lean, Listeners};
 use crate::tls;
 use crate::webhook::{self, WebhookContext};
 
@@ -91,7 +91,9 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         .next()
         .ok_or_else(|| std::io::Error::other("no public listener"))?;
     let public_addr = first.local_addr()?;
-    // The other sockets move to threads of their own (see `spawn_thread`).
+    let first = first.into_std()?;
+    // The other sockets move to threads of their own (see `spawn_thread`);
+    // each runtime registers its socket itself (`serve_public`).
     let others = public
         .map(TcpListener::into_std)
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -288,11 +290,11 @@ impl HttpError for RouteError {
 /// Serves one public socket until shutdown, then drains its connections.
 async fn serve_public(
     shared: Arc<Shared>,
-    listener: impl IntoListener,
+    listener: std::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     settings: ConnSettings,
 ) {
-    let listener = match listener.into_listener() {
+    let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
             error!(error = %e, "cannot serve a public socket");

@@ -103,6 +103,10 @@ pub const MAX_HEADERS: usize = 100;
 /// Largest request head (431 beyond).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// Bytes the lean HTTP/1 path reads per call (on the stack; a poll's head
+/// fits in one read).
+pub const LEAN_READ_CHUNK: usize = 2048;
+
 /// Largest answer the lean HTTP/1 path buffers to write (poll answers are
 /// far smaller; an authorization app's refusal body is cut off here and
 /// answered 502).

@@ -54,6 +54,19 @@ async fn answer(conn: &mut BufReader<TcpStream>, head_only: bool) -> Answer {
     a
 }
 
+async fn send(conn: &mut BufReader<TcpStream>, bytes: &[u8]) {
+    conn.get_mut().write_all(bytes).await.unwrap();
+}
+
+/// Sends `GET target` (HTTP/1.1, keep-alive) on `conn`.
+async fn get_on(conn: &mut BufReader<TcpStream>, target: &str) {
+    send(
+        conn,
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .await;
+}
+
 async fn connect(pg: &Pollgate) -> BufReader<TcpStream> {
     BufReader::new(TcpStream::connect(pg.public).await.unwrap())
 }
@@ -71,10 +84,7 @@ async fn a_poll_then_a_proxied_upload_share_one_keep_alive_connection() {
     let up = Upstream::start("app").await;
     let pg = Pollgate::start(&yaml(Some(up.addr), "")).await;
     let mut conn = connect(&pg).await;
-    conn.get_mut()
-        .write_all(b"GET /api/poll/k?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    get_on(&mut conn, "/api/poll/k?timeout=0").await;
     let polled = answer(&mut conn, false).await;
     assert_eq!(polled.status, 200);
     assert!(
@@ -84,19 +94,17 @@ async fn a_poll_then_a_proxied_upload_share_one_keep_alive_connection() {
     );
     assert!(polled.header("date").is_some());
 
-    conn.get_mut()
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-        .await
-        .unwrap();
+    send(
+        &mut conn,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
     let proxied = answer(&mut conn, false).await;
     assert_eq!(proxied.status, 200);
     assert_eq!(proxied.body.trim(), r#"{"bytes":5}"#);
 
     // And a poll again, now served by the full server on this connection.
-    conn.get_mut()
-        .write_all(b"GET /api/poll/k?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    get_on(&mut conn, "/api/poll/k?timeout=0").await;
     assert_eq!(answer(&mut conn, false).await.status, 200);
 }
 
@@ -104,10 +112,7 @@ async fn a_poll_then_a_proxied_upload_share_one_keep_alive_connection() {
 async fn a_held_poll_gets_the_message_and_the_connection_polls_again() {
     let pg = Pollgate::start(&yaml(None, "")).await;
     let mut conn = connect(&pg).await;
-    conn.get_mut()
-        .write_all(b"GET /api/poll/held?timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    get_on(&mut conn, "/api/poll/held?timeout=30").await;
     pg.held(1).await;
     pg.publish("held", serde_json::json!({"n": 1})).await;
     let got = answer(&mut conn, false).await;
@@ -125,7 +130,7 @@ async fn a_held_poll_gets_the_message_and_the_connection_polls_again() {
         "GET /api/poll/held?timeout=30&since={} HTTP/1.1\r\nHost: x\r\n\r\n",
         v["timestamp"]
     );
-    conn.get_mut().write_all(next.as_bytes()).await.unwrap();
+    send(&mut conn, next.as_bytes()).await;
     pg.held(1).await;
     pg.publish("held", serde_json::json!({"n": 2})).await;
     let second: serde_json::Value =
@@ -137,19 +142,17 @@ async fn a_held_poll_gets_the_message_and_the_connection_polls_again() {
 async fn head_answers_carry_the_length_but_no_body() {
     let pg = Pollgate::start(&yaml(None, "")).await;
     let mut conn = connect(&pg).await;
-    conn.get_mut()
-        .write_all(b"HEAD /api/poll/h?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut conn,
+        b"HEAD /api/poll/h?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
     let head = answer(&mut conn, true).await;
     assert_eq!(head.status, 200);
     let len: usize = head.header("content-length").unwrap().parse().unwrap();
     assert!(len > 0);
     // The next answer starts right away: no stray body bytes in between.
-    conn.get_mut()
-        .write_all(b"GET /api/poll/h?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    get_on(&mut conn, "/api/poll/h?timeout=0").await;
     let get = answer(&mut conn, false).await;
     assert_eq!(get.status, 200);
     assert_eq!(get.body.len(), len);
@@ -163,7 +166,7 @@ async fn http_1_0_and_connection_close_end_the_connection_after_the_answer() {
         b"GET /api/poll/c?timeout=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     ] {
         let mut conn = connect(&pg).await;
-        conn.get_mut().write_all(request).await.unwrap();
+        send(&mut conn, request).await;
         let a = answer(&mut conn, false).await;
         assert_eq!(a.status, 200);
         assert!(closed(&mut conn).await, "still open after {:?}", a.head);
@@ -171,11 +174,11 @@ async fn http_1_0_and_connection_close_end_the_connection_after_the_answer() {
     // HTTP/1.0 asking for keep-alive keeps it.
     let mut conn = connect(&pg).await;
     let ask = b"GET /api/poll/c?timeout=0 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
-    conn.get_mut().write_all(ask).await.unwrap();
+    send(&mut conn, ask).await;
     let first = answer(&mut conn, false).await;
     assert!(first.head.starts_with("HTTP/1.0 200"), "{}", first.head);
     assert_eq!(first.header("connection"), Some("keep-alive"));
-    conn.get_mut().write_all(ask).await.unwrap();
+    send(&mut conn, ask).await;
     assert_eq!(answer(&mut conn, false).await.status, 200);
 }
 
@@ -183,13 +186,12 @@ async fn http_1_0_and_connection_close_end_the_connection_after_the_answer() {
 async fn pipelined_polls_are_answered_in_order() {
     let pg = Pollgate::start(&yaml(None, "")).await;
     let mut conn = connect(&pg).await;
-    conn.get_mut()
-        .write_all(
-            b"GET /api/poll/p1?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n\
+    send(
+        &mut conn,
+        b"GET /api/poll/p1?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /api/poll/p2?timeout=0&max=5 HTTP/1.1\r\nHost: x\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let first = answer(&mut conn, false).await;
     let second = answer(&mut conn, false).await;
     assert!(first.body.contains("\"status\":\"timeout\""));
@@ -201,10 +203,11 @@ async fn pipelined_polls_are_answered_in_order() {
 async fn malformed_heads_on_a_poll_route_get_the_full_servers_400() {
     let pg = Pollgate::start(&yaml(None, "")).await;
     let mut conn = connect(&pg).await;
-    conn.get_mut()
-        .write_all(b"GET /api/poll/x HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut conn,
+        b"GET /api/poll/x HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    )
+    .await;
     assert_eq!(answer(&mut conn, false).await.status, 400);
 }
 
@@ -212,10 +215,7 @@ async fn malformed_heads_on_a_poll_route_get_the_full_servers_400() {
 async fn a_client_that_leaves_mid_hold_frees_its_poll() {
     let pg = Pollgate::start(&yaml(None, "")).await;
     let mut conn = connect(&pg).await;
-    conn.get_mut()
-        .write_all(b"GET /api/poll/gone?timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    get_on(&mut conn, "/api/poll/gone?timeout=30").await;
     pg.held(1).await;
     drop(conn);
     pg.held(0).await;
@@ -230,10 +230,7 @@ async fn a_client_that_leaves_mid_hold_frees_its_poll() {
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let pg = Pollgate::start(&yaml(None, "server: { header_timeout: 300ms }\n")).await;
     let mut conn = connect(&pg).await;
-    conn.get_mut()
-        .write_all(b"GET /api/poll/i?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    get_on(&mut conn, "/api/poll/i?timeout=0").await;
     assert_eq!(answer(&mut conn, false).await.status, 200);
     assert!(closed(&mut conn).await);
 }

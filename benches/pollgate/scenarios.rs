@@ -169,22 +169,9 @@ async fn fan_out(
     sizes: &Sizes,
     tag: &str,
 ) -> Result<serde_json::Value> {
-    let channel = format!("{tag}b{n}");
-    let url = target.poll_url.replace("{channel}", &channel);
-    let shared = Arc::new(Shared::default());
-    let mut tick =
-        tokio::time::interval(Duration::from_micros(1_000_000 / sizes.connect_rate.max(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for i in 0..n {
-        tick.tick().await;
-        tokio::spawn(client::waiter(
-            i,
-            SOURCES[i % SOURCES.len()],
-            url.clone(),
-            target.cursor,
-            shared.clone(),
-        ));
-    }
+    // One channel: connect_waiters names it "{tag}b{n}x0".
+    let shared = connect_waiters(target, n, 1, sizes, &format!("{tag}b{n}")).await;
+    let channel = format!("{tag}b{n}x0");
     let publisher = Publisher::new(target);
     let (mut latencies, mut completions, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {

@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::ConnInfo;
-use crate::defaults::{LEAN_MAX_ANSWER_BYTES, MAX_HEADERS, MAX_HEADER_BYTES};
+use crate::defaults::{LEAN_MAX_ANSWER_BYTES, LEAN_READ_CHUNK, MAX_HEADERS, MAX_HEADER_BYTES};
 use crate::http::{self as h, Body};
 
 /// A request as the lean path hands it over: the head, no body.
@@ -154,7 +154,7 @@ async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<(), Closed> 
         stream.readable().await.map_err(|_| Closed)?;
         // A read buffer on the stack, not in the future: it is used only
         // between two awaits.
-        let mut chunk = [0u8; 2048];
+        let mut chunk = [0u8; LEAN_READ_CHUNK];
         match stream.try_read(&mut chunk) {
             Ok(0) => return Err(Closed),
             Ok(n) => {

@@ -104,21 +104,3 @@ where
         }
     }
 }
-
-/// A socket to serve: a listener of this runtime, or one from
-/// another thread that this runtime takes over.
-pub trait IntoListener {
-    fn into_listener(self) -> std::io::Result<TcpListener>;
-}
-
-impl IntoListener for TcpListener {
-    fn into_listener(self) -> std::io::Result<TcpListener> {
-        Ok(self)
-    }
-}
-
-impl IntoListener for std::net::TcpListener {
-    fn into_listener(self) -> std::io::Result<TcpListener> {
-        TcpListener::from_std(self)
-    }
-}
