@@ -304,10 +304,7 @@ async fn serve_public(
     let graceful = GracefulShutdown::new();
     let public = {
         let shared = shared.clone();
-        move |req, conn| {
-            let shared = shared.clone();
-            async move { public_request(&shared, req, conn).await }
-        }
+        move |req, conn| public_request(shared.clone(), req, conn)
     };
     let lean = Some(lean_polls(&shared));
     let token = shared.shutdown.clone();
@@ -342,14 +339,11 @@ fn lean_polls(shared: &Arc<Shared>) -> Lean {
                     .find(req.method(), request_host(req), req.uri().path());
             matches!(found, Ok(route) if matches!(route.action, RouteAction::Poll(_)))
         }),
-        handle: Arc::new(move |req, conn| {
-            let shared = handler.clone();
-            Box::pin(async move { public_request(&shared, req, conn).await })
-        }),
+        handle: Arc::new(move |req, conn| Box::pin(public_request(handler.clone(), req, conn))),
     }
 }
 
-async fn public_request<B>(shared: &Shared, req: Request<B>, conn: ConnInfo) -> Response<Body>
+async fn public_request<B>(shared: Arc<Shared>, req: Request<B>, conn: ConnInfo) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<h::BoxError>,

@@ -93,18 +93,13 @@ impl Broker {
         }
     }
 
-    /// Registers a waiter on `channel` (creating the channel).
-    ///
-    /// # Errors
-    /// [`BrokerError::Unavailable`] when the back end cannot be reached.
-    pub async fn subscribe(
-        &self,
-        channel: &ChannelName,
-        buffer: BufferConfig,
-    ) -> Result<Subscription, BrokerError> {
+    /// Registers a waiter on `channel` (creating the channel). Local on both
+    /// back ends (Redis waiters share the instance's one notification
+    /// connection), so it never waits and never fails.
+    pub fn subscribe(&self, channel: &ChannelName, buffer: BufferConfig) -> Subscription {
         match self {
-            Broker::Memory(m) => Ok(Subscription::Memory(m.subscribe(channel, buffer.max_age))),
-            Broker::Redis(r) => Ok(Subscription::Redis(r.subscribe(channel, buffer))),
+            Broker::Memory(m) => Subscription::Memory(m.subscribe(channel, buffer.max_age)),
+            Broker::Redis(r) => Subscription::Redis(r.subscribe(channel, buffer)),
         }
     }
 
@@ -191,11 +186,13 @@ impl Subscription {
         }
     }
 
-    /// Resolves when the channel may have new messages.
-    pub async fn changed(&mut self) {
-        match self {
-            Subscription::Memory(s) => s.changed().await,
-            Subscription::Redis(s) => s.changed().await,
-        }
+    /// Resolves when the channel may have new messages. Not an `async fn`:
+    /// both back ends wait on the same kind of receiver, and a held poll
+    /// carries this future, so it adds no layer of its own.
+    pub fn changed(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        waiter::changed(match self {
+            Subscription::Memory(s) => s.wake(),
+            Subscription::Redis(s) => s.wake(),
+        })
     }
 }

@@ -215,10 +215,9 @@ impl Subscription {
         self.slot.buffer.lock().timeout_mark()
     }
 
-    /// Resolves when something was published after the last call (or after
-    /// subscribing).
-    pub async fn changed(&mut self) {
-        waiter::changed(&mut self.rx).await;
+    /// The waiter's wakeup receiver (see `waiter::changed`).
+    pub(super) fn wake(&mut self) -> &mut Option<watch::Receiver<Timestamp>> {
+        &mut self.rx
     }
 }
 

@@ -607,8 +607,9 @@ impl Subscription {
         }
     }
 
-    pub async fn changed(&mut self) {
-        waiter::changed(&mut self.rx).await;
+    /// The waiter's wakeup receiver (see `waiter::changed`).
+    pub(super) fn wake(&mut self) -> &mut Option<watch::Receiver<Timestamp>> {
+        &mut self.rx
     }
 }
 

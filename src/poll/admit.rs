@@ -110,6 +110,13 @@ pub struct Permit {
     channel: ChannelName,
 }
 
+impl Permit {
+    /// The client the slot was taken for.
+    pub fn client(&self) -> &str {
+        &self.client
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         self.admission.clients.dec(&self.client);

@@ -58,7 +58,7 @@ pub enum Ended {
 
 /// Serves requests on `stream` until it closes or a request needs hyper.
 pub async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     info: ConnInfo,
     lean: &Lean,
     header_timeout: Duration,
@@ -69,7 +69,8 @@ pub async fn serve(
         // Reading and writing are boxed: their futures are larger than what a
         // held poll needs between the two, and a task is as large as its
         // largest state.
-        let head = match Box::pin(read_head(&stream, &mut buf, header_timeout, shutdown)).await {
+        let head = match Box::pin(read_head(&mut stream, &mut buf, header_timeout, shutdown)).await
+        {
             Ok(Some(head)) => head,
             Ok(None) => return Ended::HandOver(stream, buf),
             Err(Closed) => return Ended::Closed,
@@ -94,7 +95,7 @@ pub async fn serve(
             resp = fut => resp,
             // The client left (or sent more than a pipeline may): drop the
             // poll, which counts it as gone and frees its subscription.
-            Closed = closed(&stream, &mut buf) => return Ended::Closed,
+            Closed = closed(&mut stream, &mut buf) => return Ended::Closed,
         };
         let keep_alive = keep_alive && !shutdown.is_cancelled();
         if Box::pin(write_response(
@@ -123,7 +124,7 @@ struct Head {
 /// `Ok(None)` hands the connection to hyper (not HTTP/1, malformed, too
 /// large, has a body or an upgrade).
 async fn read_head(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     header_timeout: Duration,
     shutdown: &CancellationToken,
@@ -149,28 +150,33 @@ async fn read_head(
 }
 
 /// Appends what the socket has to `buf`; `Closed` at EOF or on an error.
-async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<(), Closed> {
-    loop {
-        stream.readable().await.map_err(|_| Closed)?;
+///
+/// Through `AsyncRead` rather than `try_read`: tokio then takes a short read
+/// as proof that the socket is drained (edge-triggered epoll) and waits for
+/// the next event instead of trying a read that would fail with EAGAIN.
+/// Measured: one `recvfrom` fewer for most polls.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Closed> {
+    std::future::poll_fn(|cx| {
         // A read buffer on the stack, not in the future: it is used only
-        // between two awaits.
-        let mut chunk = [0u8; LEAN_READ_CHUNK];
-        match stream.try_read(&mut chunk) {
-            Ok(0) => return Err(Closed),
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(());
+        // within one poll.
+        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); LEAN_READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut chunk);
+        match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                buf.extend_from_slice(read.filled());
+                Poll::Ready(Ok(()))
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => return Err(Closed),
+            Poll::Ready(_) => Poll::Ready(Err(Closed)),
         }
-    }
+    })
+    .await
 }
 
 /// Resolves when the client closes the connection while its request is
 /// being answered. Bytes it sends meanwhile (a pipelined request) are kept;
 /// past `MAX_HEADER_BYTES` of them the connection is given up on.
-async fn closed(stream: &TcpStream, buf: &mut Vec<u8>) -> Closed {
+async fn closed(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Closed {
     loop {
         if read_more(stream, buf).await.is_err() || buf.len() > MAX_HEADER_BYTES {
             return Closed;
