@@ -62,7 +62,8 @@ stop() {
 cargo bench -q --bench pollgate -- backend --listen 127.0.0.1:9000 &
 BACKEND=$!
 PID=
-trap 'stop $BACKEND; [ -z "$PID" ] || stop $PID' EXIT
+# cargo runs the backend as a child: stop the whole tree, not just cargo.
+trap 'for p in $(tree $BACKEND); do stop $p; done; [ -z "$PID" ] || stop $PID' EXIT
 wait_http http://127.0.0.1:9000/
 
 start_nchan() {
