@@ -210,7 +210,12 @@ fn build_clients(config: &Config, previous: Option<&Clients>) -> Clients {
         RouteAction::Proxy { upstream, .. } => Some(upstream),
         RouteAction::Poll(poll) => poll.authorize.as_ref().map(|a| &a.upstream),
     });
-    Clients::build(upstreams, previous, defaults::UPSTREAM_POOL_IDLE)
+    Clients::build(
+        upstreams,
+        previous,
+        defaults::UPSTREAM_POOL_IDLE,
+        config.server.threads,
+    )
 }
 
 fn apply_reload(

@@ -29,20 +29,29 @@ pub use headers::{add_forwarded, is_upgrade};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// A pooled client per upstream. Rebuilt on reload, reusing the pool of
-/// every upstream whose settings did not change, so a reload does not cost
-/// the app a wave of new connections.
+/// Pooled clients per upstream, one per serving thread. Rebuilt on reload,
+/// reusing the pools of every upstream whose settings did not change, so a
+/// reload does not cost the app a wave of new connections.
+///
+/// Why one per thread: hyper runs each upstream connection as a task on the
+/// runtime that opened it. With one shared pool, a request served on one
+/// thread often rode a connection owned by another, and every such request
+/// paid a cross-thread wakeup (strace at 2 threads: one eventfd `write` per
+/// proxied request).
 #[derive(Clone, Default)]
 pub struct Clients {
-    by_name: HashMap<String, (Arc<Upstream>, HttpClient)>,
+    by_name: HashMap<String, (Arc<Upstream>, Vec<HttpClient>)>,
 }
 
 impl Clients {
+    /// `threads`: how many serving threads pick a pool (`server.threads`).
     pub fn build<'a>(
         upstreams: impl IntoIterator<Item = &'a Arc<Upstream>>,
         previous: Option<&Clients>,
         pool_idle: Duration,
+        threads: usize,
     ) -> Clients {
+        let threads = threads.max(1);
         let mut by_name = HashMap::new();
         for up in upstreams {
             if by_name.contains_key(&up.name) {
@@ -50,16 +59,19 @@ impl Clients {
             }
             let reused = previous
                 .and_then(|p| p.by_name.get(&up.name))
-                .filter(|(old, _)| **old == **up)
-                .map(|(_, c)| c.clone());
-            let client = reused.unwrap_or_else(|| new_client(up, pool_idle));
-            by_name.insert(up.name.clone(), (up.clone(), client));
+                .filter(|(old, pools)| **old == **up && pools.len() == threads)
+                .map(|(_, pools)| pools.clone());
+            let pools =
+                reused.unwrap_or_else(|| (0..threads).map(|_| new_client(up, pool_idle)).collect());
+            by_name.insert(up.name.clone(), (up.clone(), pools));
         }
         Clients { by_name }
     }
 
+    /// The calling thread's pool for `upstream`.
     fn get(&self, upstream: &Upstream) -> Option<&HttpClient> {
-        self.by_name.get(&upstream.name).map(|(_, c)| c)
+        let (_, pools) = self.by_name.get(&upstream.name)?;
+        pools.get(crate::server::serving_thread() % pools.len().max(1))
     }
 }
 
@@ -300,5 +312,51 @@ async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::uri::{Authority, Scheme};
+
+    fn upstream() -> Arc<Upstream> {
+        Arc::new(Upstream {
+            name: "app".into(),
+            scheme: Scheme::HTTP,
+            authority: Authority::from_static("127.0.0.1:9"),
+            connect_timeout: Duration::from_secs(1),
+            ca_file: None,
+            ca: None,
+        })
+    }
+
+    /// Which of the upstream's pools `get` picks on the calling thread.
+    fn picked(clients: &Clients, up: &Upstream) -> Option<usize> {
+        let chosen = clients.get(up)?;
+        let (_, pools) = clients.by_name.get(&up.name)?;
+        pools.iter().position(|p| std::ptr::eq(p, chosen))
+    }
+
+    #[test]
+    fn each_serving_thread_forwards_through_its_own_pool() {
+        let up = upstream();
+        let clients = Clients::build([&up], None, Duration::from_secs(1), 3);
+        assert_eq!(clients.by_name["app"].1.len(), 3);
+        assert_eq!(
+            picked(&clients, &up),
+            Some(0),
+            "outside the serving threads"
+        );
+        for n in 1..=4 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (clients, up) = (clients.clone(), up.clone());
+            let done = crate::server::spawn_thread(n, move || async move {
+                let _ = tx.send(picked(&clients, &up));
+            })
+            .unwrap();
+            done.blocking_recv().unwrap();
+            assert_eq!(rx.recv().unwrap(), Some(n % 3), "serving thread {n}");
+        }
     }
 }

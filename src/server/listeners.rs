@@ -1,6 +1,7 @@
 //! The public port's sockets and the threads that serve them: one
 //! single-threaded runtime per thread, each accepting on its own socket.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpSocket};
@@ -76,6 +77,18 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+thread_local! {
+    static SERVING_THREAD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Which serving thread this is: `n` on the thread of `spawn_thread(n, …)`,
+/// 0 anywhere else (the main runtime serves the first socket). State kept
+/// per thread (the upstream pools) is picked by it, so that a request and
+/// the connection task that carries it run on the same thread.
+pub fn serving_thread() -> usize {
+    SERVING_THREAD.with(Cell::get)
+}
+
 /// Runs `serve` on a thread of its own with a single-threaded runtime; the
 /// receiver resolves when it has finished.
 pub fn spawn_thread<F, Fut>(n: usize, serve: F) -> Option<oneshot::Receiver<()>>
@@ -87,6 +100,7 @@ where
     let spawned = std::thread::Builder::new()
         .name(format!("pollgate-{n}"))
         .spawn(move || {
+            SERVING_THREAD.with(|t| t.set(n));
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
