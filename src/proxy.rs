@@ -191,30 +191,33 @@ where
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    // The Host the client used: its header, else HTTP/2's :authority (which
+    // the app then also gets as Host). Header values are shared bytes: no copy.
+    let host = match parts.headers.get(header::HOST) {
+        Some(v) if v.to_str().is_ok() => Some(v.clone()),
+        _ => {
+            let authority = parts.uri.authority().map(|a| a.as_str());
+            let host = authority.and_then(|a| HeaderValue::from_str(a).ok());
+            if let Some(host) = &host {
+                parts.headers.insert(header::HOST, host.clone());
+            }
+            host
+        }
+    };
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(
-        &mut parts.headers,
-        peer.addr.ip(),
-        peer.proto,
-        host.as_deref(),
+    add_forwarded(&mut parts.headers, peer.addr.ip(), peer.proto, host);
+    // The client's path and query as they are (shared, not parsed again).
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(upstream.scheme.clone());
+    target.authority = Some(upstream.authority.clone());
+    target.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     );
-    if let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-        // HTTP/2 clients send :authority instead of Host; the app expects Host.
-        parts.headers.insert(header::HOST, host);
-    }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(ProxyError::BadTarget)?;
+    parts.uri = Uri::from_parts(target).map_err(|e| ProxyError::BadTarget(e.into()))?;
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, h::stream(body));
 
@@ -252,9 +255,9 @@ pub async fn subrequest(
     headers.remove(header::CONTENT_TYPE);
     let host = headers
         .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    add_forwarded(&mut headers, peer.addr.ip(), peer.proto, host.as_deref());
+        .filter(|v| v.to_str().is_ok())
+        .cloned();
+    add_forwarded(&mut headers, peer.addr.ip(), peer.proto, host);
     let uri = Uri::builder()
         .scheme(upstream.scheme.clone())
         .authority(upstream.authority.clone())

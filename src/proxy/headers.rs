@@ -1,6 +1,7 @@
 //! Header rules for forwarding (RFC 9110 §7.6.1): hop-by-hop headers stop at
 //! pollgate; X-Forwarded-* tell the upstream who really asked.
 
+use std::fmt::Write;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -58,29 +59,25 @@ pub fn add_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     proto: &'static str,
-    host: Option<&str>,
+    host: Option<HeaderValue>,
 ) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let prior: Vec<String> = headers
-        .get_all(&xff)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect();
-    let chain = if prior.is_empty() {
-        peer.to_string()
-    } else {
-        format!("{}, {peer}", prior.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&chain) {
+    let mut chain = String::new();
+    for prior in headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()) {
+        chain.push_str(prior);
+        chain.push_str(", ");
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(chain, "{peer}");
+    if let Ok(v) = HeaderValue::try_from(chain) {
         headers.insert(xff, v);
     }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(proto),
     );
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    if let Some(host) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
 }
 
@@ -133,7 +130,7 @@ mod tests {
             &mut h,
             "127.0.0.1".parse().unwrap(),
             "http",
-            Some("app.example"),
+            Some(HeaderValue::from_static("app.example")),
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
