@@ -134,7 +134,7 @@ pub fn handle<'a, B>(
     async move {
         let mut resp = match step {
             Step::Answered(resp) => *resp,
-            Step::Admitted(ticket) => match hold(&ticket, route, &cx).await {
+            Step::Admitted(mut ticket) => match hold(&mut ticket, route, &cx).await {
                 Ok(resp) => resp,
                 Err(e) => rejected(e, &cx),
             },
@@ -211,36 +211,48 @@ fn rejected(e: PollError, cx: &PollContext<'_>) -> Response<Body> {
     }
 }
 
-/// Holds an admitted poll until it can be answered. The ticket (and with it
-/// the poll's slot under the limits) is the caller's until the answer is out.
-async fn hold(
+/// Asks the app whether this client may poll this channel (routes with
+/// `authorize`).
+async fn authorize(
     ticket: &Ticket,
+    headers: &HeaderMap,
+    route: &PollRoute,
+    cx: &PollContext<'_>,
+) -> Result<(), PollError> {
+    let Some(auth) = &route.authorize else {
+        return Ok(());
+    };
+    // Boxed: the subrequest's future is large and only some routes need it.
+    let checked = Box::pin(cx.authorizer.check(
+        auth,
+        cx.clients,
+        headers,
+        &ticket.channel,
+        ticket.permit.client(),
+        cx.peer,
+    ))
+    .await;
+    match checked {
+        Ok(()) => Ok(()),
+        Err(authorize::AuthError::Denied(resp)) => Err(PollError::Denied(Box::new(resp))),
+        Err(authorize::AuthError::Unexpected(status)) => Err(PollError::AuthStatus(status)),
+        Err(authorize::AuthError::Upstream(e)) => Err(PollError::AuthUpstream(e)),
+    }
+}
+
+/// Holds an admitted poll until it can be answered, after asking the app
+/// first if the route says so. The ticket, and with it the poll's slot
+/// under the limits, is the caller's until the answer is out.
+async fn hold(
+    ticket: &mut Ticket,
     route: &PollRoute,
     cx: &PollContext<'_>,
 ) -> Result<Response<Body>, PollError> {
-    let (channel, params) = (&ticket.channel, &ticket.params);
-    if let (Some(auth), Some(headers)) = (&route.authorize, &ticket.authorize) {
-        // Boxed: the subrequest's future is large and only some routes need it.
-        let checked = Box::pin(cx.authorizer.check(
-            auth,
-            cx.clients,
-            headers,
-            channel,
-            ticket.permit.client(),
-            cx.peer,
-        ))
-        .await;
-        match checked {
-            Ok(()) => {}
-            Err(authorize::AuthError::Denied(resp)) => {
-                return Err(PollError::Denied(Box::new(resp)))
-            }
-            Err(authorize::AuthError::Unexpected(status)) => {
-                return Err(PollError::AuthStatus(status))
-            }
-            Err(authorize::AuthError::Upstream(e)) => return Err(PollError::AuthUpstream(e)),
-        }
+    if let Some(headers) = ticket.authorize.take() {
+        // The headers are for the check only: freed before the hold.
+        authorize(ticket, &headers, route, cx).await?;
     }
+    let (channel, params) = (&ticket.channel, &ticket.params);
     let mut sub = cx.broker.subscribe(channel, cx.config.buffer);
     let cursor = match params.cursor {
         Some(c) => c,
