@@ -165,3 +165,11 @@ pub const REDIS_IDLE_TTL_MIN: Duration = Duration::from_secs(60);
 /// Shards of every concurrent map (channels, limit counts): more than the
 /// cores, so two publishes rarely meet on one lock.
 pub const MAP_SHARDS: usize = 64;
+
+/// Log lines waiting for the writer thread before more are dropped (see
+/// `logging`): about 1 MiB of typical lines, a fraction of a second of a
+/// busy instance's access log.
+pub const LOG_QUEUE_LINES: usize = 4_096;
+
+/// The writer thread's stderr buffer: lines are written in batches of up to this.
+pub const LOG_BUFFER_BYTES: usize = 64 * 1024;

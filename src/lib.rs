@@ -12,7 +12,7 @@
 //! - [`poll`]: holding long polls on the broker.
 //! - [`broker`]: channels, history by cursor, and wakeups.
 //! - [`webhook`]: publish, health and debug endpoints on the internal listener.
-//! - [`metrics`], [`shutdown`], [`http`] (shared response helpers),
+//! - [`metrics`], [`shutdown`], [`logging`], [`http`] (shared response helpers),
 //!   [`defaults`] (every default timeout and limit).
 
 #![forbid(unsafe_code)]
@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod defaults;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod poll;
 pub mod proxy;

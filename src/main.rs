@@ -11,7 +11,6 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use pollgate::config::Config;
 use tokio::sync::Notify;
-use tracing_subscriber::EnvFilter;
 
 /// pollgate: a reverse proxy that adds HTTP long polling to an existing app.
 ///
@@ -109,8 +108,14 @@ fn main() -> ExitCode {
         } => tail(&url, &channel, since),
         Command::Probe { url } => probe(&url),
         Command::Run => {
-            init_logging(cli.log_format);
-            run(cli.config)
+            pollgate::logging::init(match cli.log_format {
+                LogFormat::Text => pollgate::logging::Format::Text,
+                LogFormat::Json => pollgate::logging::Format::Json,
+            });
+            let code = run(cli.config);
+            // The last lines ("stopped", an error) are queued: write them out.
+            pollgate::logging::finish();
+            code
         }
     }
 }
@@ -186,21 +191,6 @@ fn tail(url: &str, channel: &str, since: Option<String>) -> ExitCode {
     };
     rt.block_on(pollgate::cli::tail(url, channel, since, std::io::stdout()));
     ExitCode::SUCCESS
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // tracing-subscriber reports a failed write with `eprintln!`, which
-        // panics when stderr is a closed pipe: a log reader that went away
-        // would kill whatever task logged next (the signal watcher included).
-        .log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }
 
 fn run(path: PathBuf) -> ExitCode {

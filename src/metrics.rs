@@ -81,6 +81,7 @@ struct Inner {
     delivered: Counter,
     delivery_latency: Histogram,
     wakeups_missed: Counter,
+    log_lines_dropped: Counter,
     proxy_requests: Family<ProxyLabel, Counter>,
     proxy_duration: Family<RouteLabel, Histogram>,
     upstream_errors: Family<UpstreamErrorLabel, Counter>,
@@ -146,6 +147,12 @@ impl Metrics {
             "wakeups_missed",
             "Held polls that reached their timeout although a message for them had been accepted (should stay 0)",
             wakeups_missed.clone(),
+        );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr could not keep up (see the README's Logs)",
+            log_lines_dropped.clone(),
         );
         let proxy_requests = Family::<ProxyLabel, Counter>::default();
         registry.register(
@@ -217,6 +224,7 @@ impl Metrics {
             delivered,
             delivery_latency,
             wakeups_missed,
+            log_lines_dropped,
             proxy_requests,
             proxy_duration,
             upstream_errors,
@@ -279,6 +287,12 @@ impl Metrics {
 
     pub fn wakeup_missed(&self) {
         self.0.wakeups_missed.inc();
+    }
+
+    /// Brings the dropped-lines counter up to `total` (the log writer's own count).
+    pub fn log_lines_dropped(&self, total: u64) {
+        let counter = &self.0.log_lines_dropped;
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 
     pub fn published(&self, accepted: u64, rejected: u64) {

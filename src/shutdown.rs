@@ -50,6 +50,8 @@ impl Signals {
                     signal = name,
                     "second stop signal: exiting without waiting for the drain"
                 );
+                // The line above is queued for the log writer: write it out.
+                crate::logging::finish();
                 std::process::exit(EXIT_FORCED);
             }
             info!(

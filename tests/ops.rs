@@ -340,6 +340,9 @@ async fn a_second_signal_exits_at_once() {
     bin.signal("TERM");
     bin.logged("stopping: held polls are answered, in-flight requests drain");
     bin.signal("INT");
+    // Logs go through a writer thread: what was logged just before the
+    // forced exit is still written out.
+    bin.logged("second stop signal: exiting without waiting for the drain");
     assert_eq!(bin.exit_code(Duration::from_secs(3)).await, Some(130));
     slow.abort();
 }
@@ -394,4 +397,107 @@ async fn a_log_reader_that_went_away_does_not_stop_sigterm() {
         panic!("pollgate did not exit after SIGTERM");
     };
     assert_eq!(status.unwrap().unwrap().code(), Some(0));
+}
+
+/// One keep-alive GET on a raw connection; the status, once the whole
+/// answer (head and Content-Length body) is read.
+async fn keep_alive_get(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>, path: &str) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+    let (mut status, mut length) = (0, 0);
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("HTTP/1.1 ") {
+            status = rest[..3].parse().unwrap();
+        } else if let Some((name, value)) = line.split_once(": ") {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).await.unwrap();
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_that_stops_reading_does_not_stall_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pollgate.yaml");
+    std::fs::write(&path, yaml(None, "")).unwrap();
+    let mut child = Reaped(
+        pollgate_bin()
+            .arg("--config")
+            .arg(&path)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info") // one access line per request
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let (public, webhook): (std::net::SocketAddr, std::net::SocketAddr) = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "pollgate listening" {
+            break (
+                v["public"].as_str().unwrap().parse().unwrap(),
+                v["webhook"].as_str().unwrap().parse().unwrap(),
+            );
+        }
+    };
+    // From here on nobody reads: the pipe fills, then the writer thread's
+    // buffer, then its queue of `defaults::LOG_QUEUE_LINES` lines.
+    let per_connection = (pollgate::defaults::LOG_QUEUE_LINES + 3_000) / 4;
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(public).await.unwrap();
+                let mut conn = tokio::io::BufReader::new(stream);
+                for i in 0..per_connection {
+                    let answered = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        keep_alive_get(&mut conn, "/api/poll/logs?timeout=0"),
+                    )
+                    .await;
+                    assert_eq!(answered, Ok(200), "connection {c}: request {i} stalled");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    // The drops are counted (the counter is brought up to date every second).
+    let url = format!("http://{webhook}/metrics");
+    let mut dropped = 0.0;
+    for _ in 0..100 {
+        dropped = value(
+            &scrape(&get(&url).await.body),
+            "pollgate_log_lines_dropped_total",
+        );
+        if dropped > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped > 0.0, "dropped lines are counted");
+    drop(lines);
+}
+
+/// A child process killed when the test ends, passed or failed (a stalled
+/// pollgate would otherwise outlive the test and hold its output pipes).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -160,15 +160,7 @@ impl RedisCluster {
             .ok()?;
         Command::new("redis-cli").arg("--version").output().ok()?;
         let dir = tempfile::tempdir().ok()?;
-        let ports: Vec<u16> = (0..3)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port()
-            })
-            .collect();
+        let ports: Vec<u16> = (0..3).map(|_| cluster_port()).collect();
         let mut nodes = Vec::new();
         for port in &ports {
             let node_dir = dir.path().join(port.to_string());
@@ -198,8 +190,17 @@ impl RedisCluster {
             ports,
             _dir: dir,
         };
-        for port in &cluster.ports {
+        let mut cluster = cluster;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for (port, node) in cluster.ports.iter().zip(&mut cluster.nodes) {
             while !ping(&format!("redis://127.0.0.1:{port}")).await {
+                if let Ok(Some(status)) = node.try_wait() {
+                    panic!("redis-server on port {port} exited: {status}");
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "redis-server on port {port} did not answer"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -221,8 +222,13 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         // Every node must agree the cluster is up before clients use it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for port in &cluster.ports {
             loop {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the cluster never reported cluster_state:ok on port {port}"
+                );
                 let info = Command::new("redis-cli")
                     .args(["-p", &port.to_string(), "cluster", "info"])
                     .output()
@@ -238,6 +244,24 @@ impl RedisCluster {
 
     pub fn seed_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+}
+
+/// A free port for a cluster node: Redis also listens on port + 10000 (the
+/// cluster bus), so that one must be free and within range too. (A port
+/// from the upper ephemeral range made the node exit at once.)
+fn cluster_port() -> u16 {
+    loop {
+        let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = listener.local_addr() else {
+            continue;
+        };
+        let port = addr.port();
+        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
     }
 }
 
