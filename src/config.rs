@@ -12,6 +12,7 @@ mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
@@ -121,8 +122,8 @@ pub struct ShutdownConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
     pub header_timeout: Duration,
-    /// Runtime worker threads.
-    pub threads: usize,
+    /// Serving threads (at least one by construction).
+    pub threads: NonZeroUsize,
 }
 
 /// One problem in a config file, with where it is.

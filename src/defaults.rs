@@ -4,6 +4,7 @@
 //! the value in force; the rest of the code reads the config, never this file,
 //! so an operator's YAML is the only other source of a number.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// Public listener when the file names none. nginx and most app servers use
@@ -90,8 +91,8 @@ pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// Runtime worker threads: one per core this process may use (cgroup
 /// quotas included), as nginx's `worker_processes auto`.
-pub fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+pub fn threads() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
 /// Pending connections the kernel queues per public socket.

@@ -9,6 +9,7 @@ mod headers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,9 +50,9 @@ impl Clients {
         upstreams: impl IntoIterator<Item = &'a Arc<Upstream>>,
         previous: Option<&Clients>,
         pool_idle: Duration,
-        threads: usize,
+        threads: NonZeroUsize,
     ) -> Clients {
-        let threads = threads.max(1);
+        let threads = threads.get();
         let mut by_name = HashMap::new();
         for up in upstreams {
             if by_name.contains_key(&up.name) {
@@ -71,7 +72,8 @@ impl Clients {
     /// The calling thread's pool for `upstream`.
     fn get(&self, upstream: &Upstream) -> Option<&HttpClient> {
         let (_, pools) = self.by_name.get(&upstream.name)?;
-        pools.get(crate::server::serving_thread() % pools.len().max(1))
+        let index = crate::server::serving_thread().checked_rem(pools.len())?;
+        pools.get(index)
     }
 }
 
@@ -344,7 +346,8 @@ mod tests {
     #[test]
     fn each_serving_thread_forwards_through_its_own_pool() {
         let up = upstream();
-        let clients = Clients::build([&up], None, Duration::from_secs(1), 3);
+        let three = NonZeroUsize::new(3).unwrap();
+        let clients = Clients::build([&up], None, Duration::from_secs(1), three);
         assert_eq!(clients.by_name["app"].1.len(), 3);
         assert_eq!(
             picked(&clients, &up),

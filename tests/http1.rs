@@ -3,87 +3,14 @@
 
 mod support;
 
-use std::time::Duration;
-
+use support::raw::{answer, closed, connect, get_on, send};
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-struct Answer {
-    head: String,
-    status: u16,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// Reads one answer; `head_only` for an answer to HEAD (no body follows).
-async fn answer(conn: &mut BufReader<TcpStream>, head_only: bool) -> Answer {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut line))
-            .await
-            .expect("an answer")
-            .unwrap();
-        assert!(n > 0, "connection closed before an answer: {head:?}");
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let status = head[9..12].parse().unwrap();
-    let mut a = Answer {
-        head,
-        status,
-        body: String::new(),
-    };
-    if !head_only {
-        let len: usize = a.header("content-length").unwrap().parse().unwrap();
-        let mut body = vec![0; len];
-        conn.read_exact(&mut body).await.unwrap();
-        a.body = String::from_utf8(body).unwrap();
-    }
-    a
-}
-
-async fn send(conn: &mut BufReader<TcpStream>, bytes: &[u8]) {
-    conn.get_mut().write_all(bytes).await.unwrap();
-}
-
-/// Sends `GET target` (HTTP/1.1, keep-alive) on `conn`.
-async fn get_on(conn: &mut BufReader<TcpStream>, target: &str) {
-    send(
-        conn,
-        format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-    )
-    .await;
-}
-
-async fn connect(pg: &Pollgate) -> BufReader<TcpStream> {
-    BufReader::new(TcpStream::connect(pg.public).await.unwrap())
-}
-
-async fn closed(conn: &mut BufReader<TcpStream>) -> bool {
-    let mut rest = Vec::new();
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await,
-        Ok(Ok(0))
-    )
-}
 
 #[tokio::test]
 async fn a_poll_then_a_proxied_upload_share_one_keep_alive_connection() {
     let up = Upstream::start("app").await;
     let pg = Pollgate::start(&yaml(Some(up.addr), "")).await;
-    let mut conn = connect(&pg).await;
+    let mut conn = connect(pg.public).await;
     get_on(&mut conn, "/api/poll/k?timeout=0").await;
     let polled = answer(&mut conn, false).await;
     assert_eq!(polled.status, 200);
@@ -111,7 +38,7 @@ async fn a_poll_then_a_proxied_upload_share_one_keep_alive_connection() {
 #[tokio::test]
 async fn a_held_poll_gets_the_message_and_the_connection_polls_again() {
     let pg = Pollgate::start(&yaml(None, "")).await;
-    let mut conn = connect(&pg).await;
+    let mut conn = connect(pg.public).await;
     get_on(&mut conn, "/api/poll/held?timeout=30").await;
     pg.held(1).await;
     pg.publish("held", serde_json::json!({"n": 1})).await;
@@ -141,7 +68,7 @@ async fn a_held_poll_gets_the_message_and_the_connection_polls_again() {
 #[tokio::test]
 async fn head_answers_carry_the_length_but_no_body() {
     let pg = Pollgate::start(&yaml(None, "")).await;
-    let mut conn = connect(&pg).await;
+    let mut conn = connect(pg.public).await;
     send(
         &mut conn,
         b"HEAD /api/poll/h?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -165,14 +92,14 @@ async fn http_1_0_and_connection_close_end_the_connection_after_the_answer() {
         &b"GET /api/poll/c?timeout=0 HTTP/1.0\r\n\r\n"[..],
         b"GET /api/poll/c?timeout=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     ] {
-        let mut conn = connect(&pg).await;
+        let mut conn = connect(pg.public).await;
         send(&mut conn, request).await;
         let a = answer(&mut conn, false).await;
         assert_eq!(a.status, 200);
         assert!(closed(&mut conn).await, "still open after {:?}", a.head);
     }
     // HTTP/1.0 asking for keep-alive keeps it.
-    let mut conn = connect(&pg).await;
+    let mut conn = connect(pg.public).await;
     let ask = b"GET /api/poll/c?timeout=0 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
     send(&mut conn, ask).await;
     let first = answer(&mut conn, false).await;
@@ -185,7 +112,7 @@ async fn http_1_0_and_connection_close_end_the_connection_after_the_answer() {
 #[tokio::test]
 async fn pipelined_polls_are_answered_in_order() {
     let pg = Pollgate::start(&yaml(None, "")).await;
-    let mut conn = connect(&pg).await;
+    let mut conn = connect(pg.public).await;
     send(
         &mut conn,
         b"GET /api/poll/p1?timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n\
@@ -202,7 +129,7 @@ async fn pipelined_polls_are_answered_in_order() {
 #[tokio::test]
 async fn malformed_heads_on_a_poll_route_get_the_full_servers_400() {
     let pg = Pollgate::start(&yaml(None, "")).await;
-    let mut conn = connect(&pg).await;
+    let mut conn = connect(pg.public).await;
     send(
         &mut conn,
         b"GET /api/poll/x HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
@@ -214,12 +141,12 @@ async fn malformed_heads_on_a_poll_route_get_the_full_servers_400() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_hold_frees_its_poll() {
     let pg = Pollgate::start(&yaml(None, "")).await;
-    let mut conn = connect(&pg).await;
+    let mut conn = connect(pg.public).await;
     get_on(&mut conn, "/api/poll/gone?timeout=30").await;
     pg.held(1).await;
     drop(conn);
     pg.held(0).await;
-    let body = get(&pg.hook("/metrics")).await.body;
+    let body = pg.metrics_text().await;
     assert!(
         body.contains("pollgate_polls_total{outcome=\"client_gone\"} 1"),
         "{body}"
@@ -229,7 +156,7 @@ async fn a_client_that_leaves_mid_hold_frees_its_poll() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let pg = Pollgate::start(&yaml(None, "server: { header_timeout: 300ms }\n")).await;
-    let mut conn = connect(&pg).await;
+    let mut conn = connect(pg.public).await;
     get_on(&mut conn, "/api/poll/i?timeout=0").await;
     assert_eq!(answer(&mut conn, false).await.status, 200);
     assert!(closed(&mut conn).await);

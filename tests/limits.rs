@@ -82,7 +82,7 @@ async fn per_channel_and_total_limits() {
         &poll_now(&pg, "other", &[("x-client-id", "d")]).await,
         "server at capacity",
     );
-    let m = get(&pg.hook("/metrics")).await.body;
+    let m = pg.metrics_text().await;
     assert!(
         m.contains("pollgate_polls_total{outcome=\"rejected_limit\"} 2"),
         "{m}"

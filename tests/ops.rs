@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
+use support::raw;
 use support::*;
 
 /// `name{labels}` -> value, from the Prometheus text format.
@@ -399,33 +400,6 @@ async fn a_log_reader_that_went_away_does_not_stop_sigterm() {
     assert_eq!(status.unwrap().unwrap().code(), Some(0));
 }
 
-/// One keep-alive GET on a raw connection; the status, once the whole
-/// answer (head and Content-Length body) is read.
-async fn keep_alive_get(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>, path: &str) -> u16 {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
-    conn.get_mut().write_all(request.as_bytes()).await.unwrap();
-    let (mut status, mut length) = (0, 0);
-    loop {
-        let mut line = String::new();
-        conn.read_line(&mut line).await.unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(rest) = line.strip_prefix("HTTP/1.1 ") {
-            status = rest[..3].parse().unwrap();
-        } else if let Some((name, value)) = line.split_once(": ") {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    conn.read_exact(&mut body).await.unwrap();
-    status
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_reader_that_stops_reading_does_not_stall_requests() {
     let dir = tempfile::tempdir().unwrap();
@@ -458,14 +432,13 @@ async fn a_log_reader_that_stops_reading_does_not_stall_requests() {
     let clients: Vec<_> = (0..4)
         .map(|c| {
             tokio::spawn(async move {
-                let stream = tokio::net::TcpStream::connect(public).await.unwrap();
-                let mut conn = tokio::io::BufReader::new(stream);
+                let mut conn = raw::connect(public).await;
                 for i in 0..per_connection {
-                    let answered = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        keep_alive_get(&mut conn, "/api/poll/logs?timeout=0"),
-                    )
-                    .await;
+                    raw::get_on(&mut conn, "/api/poll/logs?timeout=0").await;
+                    let answered =
+                        tokio::time::timeout(Duration::from_secs(5), raw::answer(&mut conn, false))
+                            .await
+                            .map(|a| a.status);
                     assert_eq!(answered, Ok(200), "connection {c}: request {i} stalled");
                 }
             })

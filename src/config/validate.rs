@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,10 +150,14 @@ impl Validator {
         if header_timeout.is_zero() {
             self.fail("server.header_timeout", "must be longer than 0s");
         }
-        let threads = raw_server.threads.unwrap_or_else(defaults::threads);
-        if threads == 0 {
-            self.fail("server.threads", "must be 1 or more");
-        }
+        let threads = match raw_server.threads.map(NonZeroUsize::new) {
+            None => defaults::threads(),
+            Some(Some(n)) => n,
+            Some(None) => {
+                self.fail("server.threads", "must be 1 or more");
+                NonZeroUsize::MIN
+            }
+        };
 
         let raw_limits = raw.limits.unwrap_or_default();
         let limits = Limits {
@@ -202,7 +207,7 @@ impl Validator {
             shutdown,
             server: ServerConfig {
                 header_timeout,
-                threads: threads.max(1),
+                threads,
             },
             limits,
             client_id,
@@ -674,7 +679,7 @@ mod tests {
     #[test]
     fn threads_are_counted_from_one() {
         let c = from_yaml(&format!("{MINIMAL}server: {{ threads: 3 }}\n")).unwrap();
-        assert_eq!(c.server.threads, 3);
+        assert_eq!(c.server.threads.get(), 3);
         let e = errors(&format!("{MINIMAL}server: {{ threads: 0 }}\n"));
         assert!(
             e[0].contains("server.threads") && e[0].contains("1 or more"),

@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
@@ -48,10 +49,11 @@ impl Listeners {
 /// `n` listening sockets on `addr` (port 0: one port the kernel picks).
 /// A single socket does without SO_REUSEPORT, so that a second pollgate on
 /// the same port fails to start instead of sharing its traffic.
-fn bind_shared(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+fn bind_shared(addr: SocketAddr, n: NonZeroUsize) -> std::io::Result<Vec<TcpListener>> {
+    let n = n.get();
     let mut sockets = Vec::with_capacity(n);
     let mut at = addr;
-    for _ in 0..n.max(1) {
+    for _ in 0..n {
         let socket = if at.is_ipv4() {
             TcpSocket::new_v4()?
         } else {

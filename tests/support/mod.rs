@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod raw;
 pub mod redis;
 pub mod upstream;
 
@@ -89,6 +90,11 @@ impl Pollgate {
 
     pub fn hook(&self, path: &str) -> String {
         format!("http://{}{path}", self.webhook)
+    }
+
+    /// The `/metrics` page, as text.
+    pub async fn metrics_text(&self) -> String {
+        client::get(&self.hook("/metrics")).await.body
     }
 
     /// Waits until exactly `n` polls are held.

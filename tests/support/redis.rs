@@ -185,12 +185,11 @@ impl RedisCluster {
                 .ok()?;
             nodes.push(child);
         }
-        let cluster = RedisCluster {
+        let mut cluster = RedisCluster {
             nodes,
             ports,
             _dir: dir,
         };
-        let mut cluster = cluster;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         for (port, node) in cluster.ports.iter().zip(&mut cluster.nodes) {
             while !ping(&format!("redis://127.0.0.1:{port}")).await {
