@@ -114,7 +114,8 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     let watched = config.watched_files();
     let shared = Arc::new(Shared {
         tls: resolver,
-        broker: Broker::new(&config.broker).map_err(std::io::Error::other)?,
+        broker: Broker::new(&config.broker, config.server.threads)
+            .map_err(std::io::Error::other)?,
         active: ArcSwap::from_pointee(Active { config, clients }),
         admission: Arc::default(),
         authorizer: Authorizer::default(),
@@ -309,6 +310,9 @@ async fn serve_public(
             return;
         }
     };
+    if let Some(relay) = shared.broker.relay_here() {
+        tokio::spawn(relay);
+    }
     let graceful = GracefulShutdown::new();
     let public = {
         let shared = shared.clone();

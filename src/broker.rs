@@ -13,6 +13,7 @@ mod message;
 mod redis;
 mod waiter;
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -22,6 +23,7 @@ use crate::config::{BrokerConfig, BufferConfig};
 pub use buffer::{Cursor, Read};
 pub use message::{ChannelName, ChannelNameError, Message, PrepareError, Prepared, Timestamp};
 pub use redis::RedisSettings;
+use waiter::Relays;
 
 /// The result of one published item.
 #[derive(Debug, Clone)]
@@ -61,13 +63,28 @@ impl Broker {
     ///
     /// # Errors
     /// A Redis URL the client refuses (validation has already checked it).
-    pub fn new(config: &BrokerConfig) -> Result<Broker, BrokerError> {
+    ///
+    /// `threads`: the serving threads (`server.threads`) whose waiters it
+    /// wakes; each runs the relay [`Broker::relay_here`] gives it.
+    pub fn new(config: &BrokerConfig, threads: NonZeroUsize) -> Result<Broker, BrokerError> {
+        let relays = Relays::new(threads);
         Ok(match config {
-            BrokerConfig::Memory => Broker::Memory(Arc::new(memory::MemoryBroker::new())),
+            BrokerConfig::Memory => Broker::Memory(Arc::new(memory::MemoryBroker::new(relays))),
             BrokerConfig::Redis(settings) => Broker::Redis(
-                redis::RedisBroker::new(settings.clone()).map_err(|_| BrokerError::Unavailable)?,
+                redis::RedisBroker::new(settings.clone(), relays)
+                    .map_err(|_| BrokerError::Unavailable)?,
             ),
         })
+    }
+
+    /// The task that wakes the calling serving thread's waiters when another
+    /// thread publishes (see `waiter`): spawn it on each serving thread.
+    /// `None` where there is nothing to relay (one thread, or already running).
+    pub fn relay_here(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        match self {
+            Broker::Memory(m) => m.relays().relay_here(),
+            Broker::Redis(r) => r.relays().relay_here(),
+        }
     }
 
     /// Background work until `shutdown`: connection upkeep for Redis.

@@ -16,34 +16,34 @@ use tokio::sync::watch;
 
 use super::buffer::{ChannelBuffer, Cursor, Read};
 use super::message::{ChannelName, Prepared, Timestamp};
-use super::waiter;
+use super::waiter::{self, Relays, Wake};
 use super::{ChannelInfo, Published};
 use crate::config::BufferConfig;
 use crate::sharded::Sharded;
 
 struct Slot {
     buffer: Mutex<ChannelBuffer>,
-    wake: watch::Sender<Timestamp>,
+    wake: Arc<Wake>,
 }
 
 pub struct MemoryBroker {
     shards: Sharded<ChannelName, Arc<Slot>>,
     /// Start of this process: cursors from before it are gaps (history gone).
     epoch: Timestamp,
-}
-
-impl Default for MemoryBroker {
-    fn default() -> Self {
-        Self::new()
-    }
+    relays: Relays,
 }
 
 impl MemoryBroker {
-    pub fn new() -> Self {
+    pub fn new(relays: Relays) -> Self {
         MemoryBroker {
             shards: Sharded::new(),
             epoch: Timestamp::now(),
+            relays,
         }
+    }
+
+    pub fn relays(&self) -> &Relays {
+        &self.relays
     }
 
     /// The slot for `channel`, created if absent. Call with the shard locked.
@@ -59,7 +59,7 @@ impl MemoryBroker {
                 // messages that had expired anyway, or that a previous process held.
                 let lost_before = self.epoch.max(Timestamp::now().saturating_sub(max_age));
                 let buffer = ChannelBuffer::new(lost_before);
-                let (wake, _) = watch::channel(buffer.head());
+                let wake = Wake::new(&self.relays, buffer.head());
                 Arc::new(Slot {
                     buffer: Mutex::new(buffer),
                     wake,
@@ -86,7 +86,7 @@ impl MemoryBroker {
                 (slot, message)
             };
             let waiters = slot.wake.receiver_count();
-            slot.wake.send_replace(message.timestamp);
+            slot.wake.bump(&self.relays, message.timestamp);
             out.push(Published {
                 channel: channel.clone(),
                 id: message.id,

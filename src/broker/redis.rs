@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::buffer::{Cursor, Read};
 use super::message::{ChannelName, Message, Prepared, Timestamp};
-use super::waiter;
+use super::waiter::{self, Relays, Wake};
 use super::{BrokerError, ChannelInfo, Published};
 use crate::config::BufferConfig;
 use crate::defaults::{
@@ -151,7 +151,7 @@ struct Cache {
 }
 
 struct Slot {
-    wake: watch::Sender<Timestamp>,
+    wake: Arc<Wake>,
     cache: tokio::sync::Mutex<Cache>,
     /// Set after a reconnect: notifications may have been missed.
     stale: AtomicBool,
@@ -164,12 +164,16 @@ pub struct RedisBroker {
     subscribed: AtomicBool,
     scripts: Scripts,
     slots: Sharded<ChannelName, Arc<Slot>>,
+    relays: Relays,
 }
 
 impl RedisBroker {
     /// # Errors
     /// When the URL is not a Redis URL.
-    pub fn new(settings: RedisSettings) -> Result<Arc<RedisBroker>, redis::RedisError> {
+    pub fn new(
+        settings: RedisSettings,
+        relays: Relays,
+    ) -> Result<Arc<RedisBroker>, redis::RedisError> {
         let client = redis::Client::open(settings.url.as_str())?;
         Ok(Arc::new(RedisBroker {
             client,
@@ -182,7 +186,12 @@ impl RedisBroker {
                 timeout_mark: Script::new(&format!("{ENSURE_META}{TIMEOUT_MARK}")),
             },
             slots: Sharded::new(),
+            relays,
         }))
+    }
+
+    pub fn relays(&self) -> &Relays {
+        &self.relays
     }
 
     fn keys(&self, channel: &ChannelName) -> (String, String) {
@@ -296,7 +305,7 @@ impl RedisBroker {
                 .entry(channel.clone())
                 .or_insert_with(|| {
                     Arc::new(Slot {
-                        wake: watch::channel(Timestamp(0)).0,
+                        wake: Wake::new(&self.relays, Timestamp(0)),
                         cache: tokio::sync::Mutex::default(),
                         stale: AtomicBool::new(false),
                     })
@@ -327,7 +336,7 @@ impl RedisBroker {
     /// Wakes the local waiters of `channel` (a notification arrived).
     fn wake(&self, channel: &ChannelName, ts: Timestamp) {
         if let Some(slot) = self.slots.shard(channel).lock().get(channel) {
-            slot.wake.send_replace(ts);
+            slot.wake.bump(&self.relays, ts);
         }
     }
 
@@ -337,7 +346,7 @@ impl RedisBroker {
         for shard in self.slots.iter() {
             for slot in shard.lock().values() {
                 slot.stale.store(true, Ordering::Release);
-                slot.wake.send_modify(|t| t.0 = t.0.saturating_add(1));
+                slot.wake.bump(&self.relays, slot.wake.latest());
             }
         }
     }
@@ -511,7 +520,7 @@ impl Subscription {
         max: usize,
         check_gap: bool,
     ) -> Result<Read, BrokerError> {
-        let known = *self.slot.wake.borrow();
+        let known = self.slot.wake.latest();
         let stale = self.slot.stale.swap(false, Ordering::AcqRel);
         let mut cache = self.slot.cache.lock().await;
         let usable = !stale && cache.valid && after >= cache.from && known <= cache.upto;
