@@ -2,9 +2,11 @@
 //! scrape (`GET /metrics` on the webhook listener, Prometheus text format).
 //!
 //! Every update is lock-free or a short read lock in `prometheus-client`'s
-//! families. Held polls are also published through a `watch`, so a test can
-//! await "n polls are held" instead of sleeping.
+//! families. The count of held polls can also be watched
+//! ([`Metrics::held_changes`]), so a test can await "n polls are held"
+//! instead of sleeping.
 
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -92,7 +94,12 @@ struct Inner {
     buffered: Gauge,
     broker_up: Gauge,
     broker_errors: Counter,
-    held_total: watch::Sender<usize>,
+    /// Polls held now, all routes. An atomic: it moves twice per poll, and a
+    /// `watch` write takes nine locks (hold + drop measured 157 -> 43 ns on
+    /// one thread, 1,010 -> 242 ns with two threads at it).
+    held_total: AtomicUsize,
+    /// `held_total` for those who wait on it; written only while someone does.
+    held_watch: watch::Sender<usize>,
     /// Bumped by every accepted publish: the status page long-polls on it.
     activity: watch::Sender<u64>,
 }
@@ -235,7 +242,8 @@ impl Metrics {
             buffered,
             broker_up,
             broker_errors,
-            held_total: watch::channel(0).0,
+            held_total: AtomicUsize::new(0),
+            held_watch: watch::channel(0).0,
             activity: watch::channel(0).0,
         }))
     }
@@ -250,16 +258,42 @@ impl Metrics {
             })
             .clone();
         gauge.inc();
-        self.0.held_total.send_modify(|n| *n += 1);
+        self.0.held_total.fetch_add(1, Ordering::SeqCst);
+        self.held_moved();
         HeldGuard {
             metrics: self.clone(),
             gauge,
         }
     }
 
-    /// Polls held right now (all routes), as a stream of changes.
-    pub fn held(&self) -> watch::Receiver<usize> {
-        self.0.held_total.subscribe()
+    /// Polls held right now (all routes).
+    pub fn held(&self) -> usize {
+        self.0.held_total.load(Ordering::SeqCst)
+    }
+
+    /// Polls held right now, as a stream of changes.
+    pub fn held_changes(&self) -> watch::Receiver<usize> {
+        let rx = self.0.held_watch.subscribe();
+        // Pairs with the fence in `held_moved`: either a concurrent change
+        // sees this receiver and sends, or the load below sees the change.
+        fence(Ordering::SeqCst);
+        self.sync_held_watch();
+        rx
+    }
+
+    fn held_moved(&self) {
+        fence(Ordering::SeqCst);
+        if self.0.held_watch.receiver_count() > 0 {
+            self.sync_held_watch();
+        }
+    }
+
+    fn sync_held_watch(&self) {
+        // Loaded under the watch's lock, so the last writer stores the latest count.
+        let held = &self.0.held_total;
+        self.0
+            .held_watch
+            .send_modify(|n| *n = held.load(Ordering::SeqCst));
     }
 
     pub fn poll_ended(&self, outcome: PollOutcome) {
@@ -406,9 +440,32 @@ pub struct HeldGuard {
 impl Drop for HeldGuard {
     fn drop(&mut self) {
         self.gauge.dec();
-        self.metrics
-            .0
-            .held_total
-            .send_modify(|n| *n = n.saturating_sub(1));
+        self.metrics.0.held_total.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.held_moved();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_held_count_follows_the_guards_and_can_be_watched() {
+        let m = Metrics::new();
+        let a = m.hold("r");
+        let rx = m.held_changes();
+        assert_eq!(*rx.borrow(), 1, "a watcher starts from the current count");
+        let b = m.hold("r");
+        assert_eq!((m.held(), *rx.borrow()), (2, 2));
+        drop((a, b));
+        assert_eq!((m.held(), *rx.borrow()), (0, 0));
+        drop(rx);
+        let _c = m.hold("r");
+        assert_eq!(m.held(), 1);
+        assert_eq!(
+            *m.held_changes().borrow(),
+            1,
+            "moves with no watcher are not lost"
+        );
     }
 }

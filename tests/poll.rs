@@ -236,11 +236,7 @@ async fn invalid_inputs_are_400_naming_the_parameter() {
         let error = reply.json()["error"].as_str().unwrap().to_owned();
         assert!(error.contains(param), "{path}: {error}");
     }
-    assert_eq!(
-        *pg.metrics.held().borrow(),
-        0,
-        "a refused poll holds nothing"
-    );
+    assert_eq!(pg.metrics.held(), 0, "a refused poll holds nothing");
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ pub(super) async fn status(query: Option<&str>, cx: &WebhookContext<'_>) -> Resp
         .map(|(name, info)| serde_json::json!({ "channel": name.as_str(), "waiters": info.waiters, "buffered": info.buffered }))
         .collect();
     let body = serde_json::json!({
-        "held": *cx.metrics.held().borrow(),
+        "held": cx.metrics.held(),
         "channels_total": channels_total,
         "buffered": buffered,
         "published": *cx.metrics.activity().borrow(),

@@ -99,14 +99,14 @@ impl Pollgate {
 
     /// Waits until exactly `n` polls are held.
     pub async fn held(&self, n: usize) {
-        let mut rx = self.metrics.held();
+        let mut rx = self.metrics.held_changes();
         let wait = rx.wait_for(|held| *held == n);
         tokio::time::timeout(Duration::from_secs(30), wait)
             .await
             .unwrap_or_else(|_| {
                 panic!(
                     "timed out waiting for {n} held polls (now {})",
-                    *self.metrics.held().borrow()
+                    self.metrics.held()
                 )
             })
             .unwrap();
