@@ -6,8 +6,14 @@
 # per core) and with `server.threads: 1` (on a box whose other core runs the
 # load tool, one thread is often faster: the table shows both).
 #
-#   benches/compare.sh                     # a b c d at the sizes, ~12 min on 2 cores
+#   benches/compare.sh                     # a b c d at the sizes, ~14 min on 2 cores
 #   SCENARIOS="a b" ARGS="--a-waiters 2000" benches/compare.sh
+#   ROUNDS=3 SCENARIOS="b c d" benches/compare.sh   # each figure the median of 3 rounds
+#
+# On a noisy machine (a VM sharing its host) one round can be off by 20 % or
+# more, for any target: with ROUNDS, every round runs every target through
+# every scenario, so a slow phase of the machine hits all of them alike, and
+# the table shows the median and the range.
 #
 # Every server starts fresh for every scenario and is stopped after it.
 # Raw figures: target/bench-compare/results.jsonl (one JSON line per target
@@ -18,6 +24,7 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/target/bench-compare}
 RUN=${RUN:-/tmp/pollgate-compare}
 SCENARIOS=${SCENARIOS:-"a b c d"}
+ROUNDS=${ROUNDS:-1}
 ARGS=${ARGS:-}
 mkdir -p "$OUT" "$RUN"
 rm -f "$OUT/results.jsonl"
@@ -88,8 +95,9 @@ start_pushpin() {
     wait_http http://127.0.0.1:5561/
 }
 
+for round in $(seq "$ROUNDS"); do
 for s in $SCENARIOS; do
-    echo "== scenario $s" >&2
+    echo "== round $round of $ROUNDS: scenario $s" >&2
     bench --scenarios "$s"                                   # server.threads: one per core
     bench --scenarios "$s" --target pollgate-1thread --threads 1
 
@@ -109,6 +117,7 @@ for s in $SCENARIOS; do
         --pub-body '{"items":[{"channel":"{channel}","formats":{"http-response":{"body":"{\"seq\":{seq},\"ts\":{ts}}\n"}}}]}' \
         --proxy-url http://127.0.0.1:7999/ --backend-url http://127.0.0.1:9000/
     stop $PID
+done
 done
 
 python3 "$ROOT/benches/table.py" "$OUT/results.jsonl" | tee "$OUT/table.md"

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Renders the JSON lines written by `cargo bench --bench pollgate -- --json FILE`
 as one markdown table: every target's figure per scenario, and the ratio
-pollgate / best peer (below 1 is better for "lower" figures, above 1 for "higher")."""
+pollgate / best peer (below 1 is better for "lower" figures, above 1 for "higher").
+
+When a target ran a scenario more than once (compare.sh's ROUNDS), a cell is the
+median with the range in brackets, and the ratio is taken between medians."""
 import json
+import statistics
 import sys
 
 # (scenario, field, label, better)
@@ -29,17 +33,19 @@ def main(path):
             r = json.loads(line)
             if r["target"] not in targets:
                 targets.append(r["target"])
-            rows[(r["target"], r["scenario"])] = r
+            rows.setdefault((r["target"], r["scenario"]), []).append(r)
     ours = [t for t in targets if t.startswith("pollgate")]
     peers = [t for t in targets if t not in ours]
     print("| figure | " + " | ".join(targets) + " | "
           + " | ".join(f"{t} / best peer" for t in ours) + " |")
     print("|---|" + "---|" * (len(targets) + len(ours)))
     for scenario, field, label, better in FIGURES:
-        values = {t: rows.get((t, scenario), {}).get(field) for t in targets}
+        runs = {t: [r[field] for r in rows.get((t, scenario), []) if field in r]
+                for t in targets}
+        values = {t: statistics.median(v) if v else None for t, v in runs.items()}
         if all(v is None for v in values.values()):
             continue
-        cells = ["-" if values[t] is None else f"{values[t]:,.1f}" for t in targets]
+        cells = [cell(runs[t]) for t in targets]
         known = [values[p] for p in peers if values[p] is not None]
         ratios = []
         for t in ours:
@@ -49,6 +55,15 @@ def main(path):
                 ratio = f"{values[t] / best:.2f}" if best else "-"
             ratios.append(ratio)
         print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+
+
+def cell(values):
+    if not values:
+        return "-"
+    median = f"{statistics.median(values):,.1f}"
+    if len(values) == 1:
+        return median
+    return f"{median} ({min(values):,.1f}–{max(values):,.1f})"
 
 
 if __name__ == "__main__":
