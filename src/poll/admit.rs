@@ -136,15 +136,20 @@ impl<K: Hash + Eq + Clone> Counts<K> {
 
     fn try_inc(&self, key: &K, max: usize) -> bool {
         let mut map = self.0.shard(key).lock();
-        let n = map.entry(key.clone()).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
-                map.remove(key);
+        // Looked up before inserting: `entry` would clone the key (a client
+        // id is a String) on every poll, not just for a new key.
+        match map.get_mut(key) {
+            Some(n) if *n >= max => false,
+            Some(n) => {
+                *n += 1;
+                true
             }
-            return false;
+            None if max == 0 => false,
+            None => {
+                map.insert(key.clone(), 1);
+                true
+            }
         }
-        *n += 1;
-        true
     }
 
     fn dec(&self, key: &K) {
