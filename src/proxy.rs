@@ -26,6 +26,7 @@ use crate::http::{self as h, Body, Fault, HttpError};
 use crate::routes::Upstream;
 use crate::tls::{self, Roots};
 
+use headers::host;
 pub use headers::{add_forwarded, is_upgrade};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -72,8 +73,7 @@ impl Clients {
     /// The calling thread's pool for `upstream`.
     fn get(&self, upstream: &Upstream) -> Option<&HttpClient> {
         let (_, pools) = self.by_name.get(&upstream.name)?;
-        let index = crate::server::serving_thread().checked_rem(pools.len())?;
-        pools.get(index)
+        pools.get(crate::server::serving_slot(pools.len()))
     }
 }
 
@@ -195,9 +195,9 @@ where
     let (mut parts, body) = req.into_parts();
     // The Host the client used: its header, else HTTP/2's :authority (which
     // the app then also gets as Host). Header values are shared bytes: no copy.
-    let host = match parts.headers.get(header::HOST) {
-        Some(v) if v.to_str().is_ok() => Some(v.clone()),
-        _ => {
+    let host = match host(&parts.headers) {
+        Some(host) => Some(host),
+        None => {
             let authority = parts.uri.authority().map(|a| a.as_str());
             let host = authority.and_then(|a| HeaderValue::from_str(a).ok());
             if let Some(host) = &host {
@@ -255,10 +255,7 @@ pub async fn subrequest(
     headers::strip_hop_by_hop(&mut headers, false);
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::CONTENT_TYPE);
-    let host = headers
-        .get(header::HOST)
-        .filter(|v| v.to_str().is_ok())
-        .cloned();
+    let host = host(&headers);
     add_forwarded(&mut headers, peer.addr.ip(), peer.proto, host);
     let uri = Uri::builder()
         .scheme(upstream.scheme.clone())

@@ -13,7 +13,7 @@ mod lean;
 mod listeners;
 
 pub use lean::{Lean, LeanFuture, LeanRequest};
-pub use listeners::{serving_thread, spawn_thread, BindError, Listeners};
+pub use listeners::{serving_slot, serving_thread, spawn_thread, BindError, Listeners};
 
 use std::convert::Infallible;
 use std::future::Future;

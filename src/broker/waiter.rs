@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, watch};
 
 use super::message::Timestamp;
-use crate::server::serving_thread;
+use crate::server::serving_slot;
 
 /// The relay queues of a broker's serving threads, by thread number.
 pub struct Relays {
@@ -48,7 +48,7 @@ impl Relays {
         if self.threads() == 1 {
             return None;
         }
-        let queue = self.queues.get(serving_thread())?;
+        let queue = self.queues.get(serving_slot(self.threads()))?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Bump>();
         queue.set(tx).ok()?;
         Some(async move {
@@ -56,6 +56,19 @@ impl Relays {
                 bump.wake.bump_thread(bump.thread);
             }
         })
+    }
+
+    /// Hands `wake` to thread `n`'s relay; false when that thread has none
+    /// (not started, or its runtime has ended).
+    fn hand_over(&self, n: usize, wake: &Arc<Wake>) -> bool {
+        let Some(queue) = self.queues.get(n).and_then(OnceLock::get) else {
+            return false;
+        };
+        let bump = Bump {
+            wake: wake.clone(),
+            thread: n,
+        };
+        queue.send(bump).is_ok()
     }
 }
 
@@ -83,8 +96,8 @@ impl Wake {
     }
 
     fn local(&self) -> &watch::Sender<Timestamp> {
-        // Never empty: `Relays::new` takes a `NonZeroUsize`.
-        &self.threads[serving_thread() % self.threads.len()]
+        // In range: never empty, as `Relays::new` takes a `NonZeroUsize`.
+        &self.threads[serving_slot(self.threads.len())]
     }
 
     /// Waiters registered, over all threads.
@@ -102,25 +115,13 @@ impl Wake {
     /// how many threads were handed to their relay.
     pub fn bump(self: &Arc<Self>, relays: &Relays, ts: Timestamp) -> usize {
         self.latest.fetch_max(ts.0, Ordering::AcqRel);
-        let here = serving_thread();
+        let here = serving_slot(self.threads.len());
         let mut handed = 0;
         for (n, tx) in self.threads.iter().enumerate() {
             if tx.receiver_count() == 0 {
                 continue;
             }
-            let relayed = n != here
-                && relays
-                    .queues
-                    .get(n)
-                    .and_then(OnceLock::get)
-                    .is_some_and(|q| {
-                        q.send(Bump {
-                            wake: self.clone(),
-                            thread: n,
-                        })
-                        .is_ok()
-                    });
-            if relayed {
+            if n != here && relays.hand_over(n, self) {
                 handed += 1;
             } else {
                 self.bump_thread(n);

@@ -53,6 +53,15 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// The request's Host header, when it is text (what X-Forwarded-Host repeats).
+/// A shared handle on the header's bytes: no copy.
+pub fn host(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(header::HOST)
+        .filter(|v| v.to_str().is_ok())
+        .cloned()
+}
+
 /// Appends the peer to X-Forwarded-For and sets X-Forwarded-Proto/-Host.
 /// `host` is the Host the client used (the HTTP/2 `:authority` if no header).
 pub fn add_forwarded(

@@ -91,6 +91,13 @@ pub fn serving_thread() -> usize {
     SERVING_THREAD.with(Cell::get)
 }
 
+/// Which of `slots` per-thread slots (one per serving thread, as
+/// `server.threads` made them) belongs to the calling thread; 0 when there
+/// are none. The one rule for every piece of per-thread state.
+pub fn serving_slot(slots: usize) -> usize {
+    serving_thread().checked_rem(slots).unwrap_or(0)
+}
+
 /// Runs `serve` on a thread of its own with a single-threaded runtime; the
 /// receiver resolves when it has finished.
 pub fn spawn_thread<F, Fut>(n: usize, serve: F) -> Option<oneshot::Receiver<()>>
