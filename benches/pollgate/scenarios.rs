@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::client::{self, Publisher, Shared};
-use crate::target::Target;
+use crate::target::{own_cpu_seconds, Target};
 use crate::{Result, RunArgs};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -174,6 +174,7 @@ async fn fan_out(
     let channel = format!("{tag}b{n}x0");
     let publisher = Publisher::new(target);
     let (mut latencies, mut completions, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tool_cpu = Vec::new();
     for rep in 0..reps {
         if !shared.until_pending(n, Duration::from_secs(60)).await {
             return Err(format!(
@@ -185,12 +186,14 @@ async fn fan_out(
         tokio::time::sleep(SETTLE).await;
         shared.receipts.lock().clear();
         let cpu0 = target.cpu_seconds();
+        let tool0 = own_cpu_seconds();
         publisher.publish(&channel, rep as u64 + 1).await?;
         let complete = shared.until_receipts(n, Duration::from_secs(30)).await;
         let receipts = std::mem::take(&mut *shared.receipts.lock());
         // The re-polls are part of a rep's cost: wait for them too.
         shared.until_pending(n, Duration::from_secs(30)).await;
         cpu.push(target.cpu_seconds() - cpu0);
+        tool_cpu.push(own_cpu_seconds() - tool0);
         let last = receipts.iter().map(|r| r.latency_us).max().unwrap_or(0);
         completions.push(last as f64 / 1e3);
         latencies.extend(receipts.iter().map(|r| r.latency_us));
@@ -214,6 +217,7 @@ async fn fan_out(
         "completion_ms_mean": mean(&completions),
         "cpu_ms_per_rep": mean(&cpu) * 1e3,
         "cpu_us_per_delivery": mean(&cpu) * 1e6 / n.max(1) as f64,
+        "load_tool_cpu_ms_per_rep": mean(&tool_cpu) * 1e3,
         "errors": shared.errors.load(Ordering::Relaxed),
     }))
 }

@@ -180,6 +180,12 @@ fn listening(stderr: std::process::ChildStderr) -> Result<(SocketAddr, SocketAdd
     Err("pollgate exited before listening".into())
 }
 
+/// CPU time the load tool itself has used, seconds: when it nears a
+/// scenario's duration, the tool, not the server, sets the pace.
+pub fn own_cpu_seconds() -> f64 {
+    proc_cpu(std::process::id()).unwrap_or(0.0)
+}
+
 fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
