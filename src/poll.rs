@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::broker::{Broker, BrokerError, ChannelName, Cursor, Timestamp};
 use crate::config::Config;
 use crate::http::{self as h, Body, Fault, HttpError};
-use crate::metrics::{Metrics, PollOutcome};
+use crate::metrics::{HeldGuard, Metrics, PollOutcome};
 use crate::proxy::{Clients, Peer, ProxyError};
 use crate::routes::{Cors, PollRoute};
 
@@ -161,6 +161,11 @@ struct Ticket {
     permit: Permit,
     /// The request's headers, kept only for a route that asks the app.
     authorize: Option<Box<HeaderMap>>,
+    /// The held gauge's share, from the moment the hold starts. The last
+    /// field, so it drops after `permit`: once the gauge says a poll is gone,
+    /// its slot under the limits is free too (the other way round, a client
+    /// that saw the gauge drop could be refused a slot still being freed).
+    held: Option<HeldGuard>,
 }
 
 /// Validates a poll request and takes its slot under the limits.
@@ -182,6 +187,7 @@ fn admit(
         params,
         permit,
         authorize: route.authorize.as_ref().map(|_| Box::new(head.headers)),
+        held: None,
     })
 }
 
@@ -263,9 +269,9 @@ async fn hold(
         Cursor::After(t) => t,
         Cursor::Oldest | Cursor::AfterId(_) => Timestamp(0),
     };
-    // Declared first, dropped last: by the time the held gauge goes down,
-    // the poll's outcome is already counted.
-    let _held = cx.metrics.hold(cx.route);
+    // In the ticket, which outlives this future: by the time the held gauge
+    // goes down, the poll's outcome is counted and its slot is free.
+    ticket.held = Some(cx.metrics.hold(cx.route));
     let mut outcome = OutcomeGuard::new(cx.metrics);
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
