@@ -264,10 +264,7 @@ async fn sweep(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                shared.broker.sweep(shared.active.load().config.buffer);
-                shared.metrics.log_lines_dropped(crate::logging::dropped_lines());
-            }
+            _ = tick.tick() => shared.broker.sweep(shared.active.load().config.buffer),
         }
     }
 }

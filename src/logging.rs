@@ -26,10 +26,12 @@ static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 /// Lines dropped so far (set once `init` ran).
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line, for log shippers.
     Json,
 }
 

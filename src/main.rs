@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use pollgate::config::Config;
+use pollgate::logging::Format as LogFormat;
 use tokio::sync::Notify;
 
 /// pollgate: a reverse proxy that adds HTTP long polling to an existing app.
@@ -79,14 +80,6 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
 /// Exit codes: 0 ok, 1 runtime failure (or `check` found errors), 64 the
 /// config given to `run` is invalid.
 const EXIT_CONFIG: u8 = 64;
@@ -108,10 +101,7 @@ fn main() -> ExitCode {
         } => tail(&url, &channel, since),
         Command::Probe { url } => probe(&url),
         Command::Run => {
-            pollgate::logging::init(match cli.log_format {
-                LogFormat::Text => pollgate::logging::Format::Text,
-                LogFormat::Json => pollgate::logging::Format::Json,
-            });
+            pollgate::logging::init(cli.log_format);
             let code = run(cli.config);
             // The last lines ("stopped", an error) are queued: write them out.
             pollgate::logging::finish();

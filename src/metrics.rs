@@ -323,12 +323,6 @@ impl Metrics {
         self.0.wakeups_missed.inc();
     }
 
-    /// Brings the dropped-lines counter up to `total` (the log writer's own count).
-    pub fn log_lines_dropped(&self, total: u64) {
-        let counter = &self.0.log_lines_dropped;
-        counter.inc_by(total.saturating_sub(counter.get()));
-    }
-
     pub fn published(&self, accepted: u64, rejected: u64) {
         if accepted > 0 {
             self.0.activity.send_modify(|n| *n += accepted);
@@ -417,18 +411,33 @@ impl Metrics {
         self.0.broker_errors.inc();
     }
 
-    /// The Prometheus text exposition. Gauges that are cheaper to read than
-    /// to maintain are passed in at scrape time.
-    pub fn render(&self, channels: usize, buffered: usize, broker_up: bool) -> String {
+    /// The Prometheus text exposition, with the figures read at scrape time.
+    pub fn render(&self, now: AtScrape) -> String {
         let i = &self.0;
-        i.channels.set(i64::try_from(channels).unwrap_or(i64::MAX));
-        i.buffered.set(i64::try_from(buffered).unwrap_or(i64::MAX));
-        i.broker_up.set(i64::from(broker_up));
+        i.channels
+            .set(i64::try_from(now.channels).unwrap_or(i64::MAX));
+        i.buffered
+            .set(i64::try_from(now.buffered).unwrap_or(i64::MAX));
+        i.broker_up.set(i64::from(now.broker_up));
+        // The log writer keeps its own count: brought up to it.
+        let dropped = &i.log_lines_dropped;
+        dropped.inc_by(now.log_lines_dropped.saturating_sub(dropped.get()));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &i.registry);
         out
     }
+}
+
+/// Figures that are cheaper to read when scraped than to maintain: their
+/// owners (the broker, the log writer) count them, `render` reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct AtScrape {
+    pub channels: usize,
+    pub buffered: usize,
+    pub broker_up: bool,
+    /// The log writer's count of dropped lines so far.
+    pub log_lines_dropped: u64,
 }
 
 /// Decrements the held-polls gauges on drop, whatever ended the poll.

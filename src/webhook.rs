@@ -138,7 +138,12 @@ fn authorized(token: &crate::config::Token, headers: &http::HeaderMap) -> bool {
 
 fn metrics(cx: &WebhookContext<'_>) -> Response<Body> {
     let (channels, buffered) = cx.broker.totals();
-    let text = cx.metrics.render(channels, buffered, cx.broker.is_ready());
+    let text = cx.metrics.render(crate::metrics::AtScrape {
+        channels,
+        buffered,
+        broker_up: cx.broker.is_ready(),
+        log_lines_dropped: crate::logging::dropped_lines(),
+    });
     let mut resp = Response::new(h::full(text));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

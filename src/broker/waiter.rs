@@ -175,14 +175,21 @@ mod tests {
 
     const WITHIN: Duration = Duration::from_secs(10);
 
+    /// Relays and one channel's wakeups for two serving threads.
+    fn two_threads() -> (Arc<Relays>, Arc<Wake>) {
+        let relays = Arc::new(Relays::new(NonZeroUsize::new(2).unwrap()));
+        let wake = Wake::new(&relays, Timestamp(1));
+        (relays, wake)
+    }
+
     /// Holds a waiter on serving thread 1 (running that thread's relay when
-    /// `relay`) until it wakes; returns what it saw.
+    /// `relay`); returns once it is registered, with what it will see when it
+    /// wakes and the thread's end.
     fn waiter_on_thread_1(
         relays: &Arc<Relays>,
         wake: &Arc<Wake>,
         relay: bool,
     ) -> (
-        mpsc::Receiver<()>,
         mpsc::Receiver<Timestamp>,
         tokio::sync::oneshot::Receiver<()>,
     ) {
@@ -200,15 +207,14 @@ mod tests {
             woke_tx.send(wake.latest()).unwrap();
         })
         .unwrap();
-        (ready, woke, finished)
+        ready.recv_timeout(WITHIN).unwrap();
+        (woke, finished)
     }
 
     #[test]
     fn a_publish_wakes_another_threads_waiters_through_its_relay() {
-        let relays = Arc::new(Relays::new(NonZeroUsize::new(2).unwrap()));
-        let wake = Wake::new(&relays, Timestamp(1));
-        let (ready, woke, _) = waiter_on_thread_1(&relays, &wake, true);
-        ready.recv_timeout(WITHIN).unwrap();
+        let (relays, wake) = two_threads();
+        let (woke, _) = waiter_on_thread_1(&relays, &wake, true);
         assert_eq!(wake.receiver_count(), 1);
 
         // This test's thread is serving thread 0.
@@ -218,17 +224,14 @@ mod tests {
 
     #[test]
     fn a_thread_without_a_running_relay_is_woken_directly() {
-        let relays = Arc::new(Relays::new(NonZeroUsize::new(2).unwrap()));
-        let wake = Wake::new(&relays, Timestamp(1));
+        let (relays, wake) = two_threads();
         // Thread 1's relay ran and ended with its runtime.
-        let (ready, woke, finished) = waiter_on_thread_1(&relays, &wake, true);
-        ready.recv_timeout(WITHIN).unwrap();
+        let (woke, finished) = waiter_on_thread_1(&relays, &wake, true);
         wake.bump(&relays, Timestamp(2));
         woke.recv_timeout(WITHIN).unwrap();
         finished.blocking_recv().unwrap();
 
-        let (ready, woke, _) = waiter_on_thread_1(&relays, &wake, false);
-        ready.recv_timeout(WITHIN).unwrap();
+        let (woke, _) = waiter_on_thread_1(&relays, &wake, false);
         let handed = wake.bump(&relays, Timestamp(3));
         assert_eq!(woke.recv_timeout(WITHIN).unwrap(), Timestamp(3));
         assert_eq!(handed, 0, "the relay is gone: woken from here");
