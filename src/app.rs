@@ -12,7 +12,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -20,16 +19,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::answer::{self as h, Body, Fault, HttpError};
 use crate::broker::Broker;
 use crate::config::reload::{self, ReloadStats};
 use crate::config::{Config, ConfigErrors};
 use crate::defaults;
-use crate::http::{self as h, Body, Fault, HttpError};
+use crate::memory::Trimmer;
 use crate::metrics::Metrics;
 use crate::poll::{self, Admission, Authorizer, PollContext};
 use crate::proxy::{self, Clients, Peer};
-use crate::routes::{NoRoute, RouteAction};
-use crate::server::{self, spawn_thread, ConnInfo, ConnSettings, Lean, Listeners};
+use crate::routes::{NoRoute, Route, RouteAction};
+use crate::server::{
+    self, ConnInfo, ConnSettings, Lean, LeanFuture, LeanRequest, Listeners, Listening, RequestBody,
+};
+use crate::threads::spawn_thread;
 use crate::tls;
 use crate::webhook::{self, WebhookContext};
 
@@ -100,10 +103,16 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     let webhook_addr = listeners.webhook.local_addr()?;
     let shutdown = CancellationToken::new();
     let metrics = Metrics::default();
-    let settings = ConnSettings {
-        name: "public",
-        header_timeout: config.server.header_timeout,
-    };
+    let public = Listening::new(
+        ConnSettings::new("public", &config.server, config.server.max_connections),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let webhook_listening = Listening::new(
+        ConnSettings::new("webhook", &config.server, defaults::WEBHOOK_MAX_CONNECTIONS),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let clients = build_clients(&config, None);
     metrics.config_loaded(0, &config.source_hash);
     let resolver = config.tls.clone().map(tls::Resolver::new);
@@ -154,9 +163,9 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
             .into_iter()
             .enumerate()
             .filter_map(|(i, listener)| {
-                let (shared, acceptor) = (shared.clone(), acceptor.clone());
+                let (shared, acceptor, public) = (shared.clone(), acceptor.clone(), public.clone());
                 spawn_thread(i + 1, move || {
-                    serve_public(shared, listener, acceptor, settings)
+                    serve_public(shared, listener, acceptor, public)
                 })
             })
             .collect();
@@ -169,25 +178,19 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         };
         let webhook = async {
             let graceful = GracefulShutdown::new();
-            let settings = ConnSettings {
-                name: "webhook",
-                ..settings
-            };
-            let token = shared.shutdown.clone();
             server::run(
                 listeners.webhook,
                 None,
-                settings,
+                webhook_listening,
                 hook,
                 None,
-                token,
                 &graceful,
             )
             .await;
             drain(&shared, graceful).await;
         };
         tokio::join!(
-            serve_public(shared.clone(), first, acceptor, settings),
+            serve_public(shared.clone(), first, acceptor, public),
             webhook
         );
         for done in workers {
@@ -257,14 +260,23 @@ fn apply_reload(
     }
 }
 
-/// Trims expired history and frees idle channels until shutdown.
+/// Trims expired history and frees idle channels until shutdown; hands
+/// freed memory back to the system after a peak (see `memory`).
 async fn sweep(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(defaults::SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmer = Trimmer::default();
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => shared.broker.sweep(shared.active.load().config.buffer),
+            _ = tick.tick() => {
+                shared.broker.sweep(shared.active.load().config.buffer);
+                let (channels, _) = shared.broker.totals();
+                let load = shared.metrics.held() + shared.metrics.connections() + channels;
+                if trimmer.check(load, tokio::time::Instant::now()) {
+                    shared.metrics.trimmed();
+                }
+            }
         }
     }
 }
@@ -298,7 +310,7 @@ async fn serve_public(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    settings: ConnSettings,
+    public: Listening,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -311,13 +323,13 @@ async fn serve_public(
         tokio::spawn(relay);
     }
     let graceful = GracefulShutdown::new();
-    let public = {
+    let listening = public;
+    let handler = {
         let shared = shared.clone();
         move |req, conn| public_request(shared.clone(), req, conn)
     };
     let lean = Some(lean_polls(&shared));
-    let token = shared.shutdown.clone();
-    server::run(listener, acceptor, settings, public, lean, token, &graceful).await;
+    server::run(listener, acceptor, listening, handler, lean, &graceful).await;
     drain(&shared, graceful).await;
 }
 
@@ -334,25 +346,55 @@ async fn drain(shared: &Shared, graceful: GracefulShutdown) {
 }
 
 /// The lean HTTP/1 path serves long polls: a held poll then costs no hyper
-/// connection buffers (see `server/lean.rs`).
+/// connection buffers (see `server/lean.rs`). One route lookup decides.
 fn lean_polls(shared: &Arc<Shared>) -> Lean {
-    let routes = shared.clone();
-    let handler = shared.clone();
+    let shared = shared.clone();
     Lean {
-        accepts: Arc::new(move |req| {
-            let active = routes.active.load();
-            let found =
-                active
-                    .config
-                    .routes
-                    .find(req.method(), request_host(req), req.uri().path());
-            matches!(found, Ok(route) if matches!(route.action, RouteAction::Poll(_)))
-        }),
-        handle: Arc::new(move |req, conn| Box::pin(public_request(handler.clone(), req, conn))),
+        serve: Arc::new(move |req, conn| lean_request(&shared, req, conn)),
     }
 }
 
-async fn public_request<B>(shared: Arc<Shared>, req: Request<B>, conn: ConnInfo) -> Response<Body>
+fn lean_request(shared: &Arc<Shared>, req: LeanRequest, conn: ConnInfo) -> Option<LeanFuture> {
+    let active = shared.active.load_full();
+    let found = active
+        .config
+        .routes
+        .find(req.method(), request_host(&req), req.uri().path());
+    let route = match found {
+        Ok(route) if matches!(route.action, RouteAction::Poll(_)) => route.clone(),
+        _ => return None,
+    };
+    Some(Box::pin(routed(
+        shared.clone(),
+        active,
+        Ok(route),
+        req,
+        conn,
+    )))
+}
+
+async fn public_request(
+    shared: Arc<Shared>,
+    req: Request<RequestBody>,
+    conn: ConnInfo,
+) -> Response<Body> {
+    let active = shared.active.load_full();
+    let found = active
+        .config
+        .routes
+        .find(req.method(), request_host(&req), req.uri().path())
+        .cloned();
+    routed(shared, active, found, req, conn).await
+}
+
+/// Serves a request whose route has been looked up (once) under `active`.
+async fn routed<B>(
+    shared: Arc<Shared>,
+    active: Arc<Active>,
+    found: Result<Arc<Route>, NoRoute>,
+    req: Request<B>,
+    conn: ConnInfo,
+) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<h::BoxError>,
@@ -360,13 +402,11 @@ where
     let peer = conn.peer;
     let proto = if conn.tls { "https" } else { "http" };
     let started = tokio::time::Instant::now();
-    let active = shared.active.load_full();
     let method = req.method().clone();
     // A clone of the URI shares its bytes: no copy of the path per request.
     let uri = req.uri().clone();
     let path = uri.path();
-    let routed = active.config.routes.find(&method, request_host(&req), path);
-    let (resp, route, upstream) = match routed {
+    let (resp, route, upstream) = match found {
         Err(NoRoute::NotFound) => (h::error_response(&RouteError::NotFound), None, None),
         Err(NoRoute::MethodNotAllowed(allowed)) => {
             let mut resp = h::error_response(&RouteError::Method);
@@ -380,23 +420,22 @@ where
             RouteAction::Proxy { upstream, timeout } => {
                 let peer = Peer { addr: peer, proto };
                 // Boxed: an idle held poll should not carry a proxy future's size.
-                let forwarded = Box::pin(proxy::forward(
-                    req,
-                    &active.clients,
-                    upstream,
-                    *timeout,
+                let caller = proxy::Caller {
+                    clients: &active.clients,
                     peer,
-                ))
-                .await;
+                    metrics: &shared.metrics,
+                };
+                let forwarded = Box::pin(proxy::forward(req, caller, upstream, *timeout)).await;
                 let resp = forwarded.unwrap_or_else(|e| {
-                    shared.metrics.upstream_error(&upstream.name, e.kind());
+                    e.count(&shared.metrics, &upstream.name);
                     h::error_response(&e)
                 });
                 let head = started.elapsed().as_secs_f64();
                 shared
                     .metrics
                     .proxied(&route.name, resp.status().as_u16(), head);
-                (resp, Some(route), Some(upstream.name.as_str()))
+                let upstream = upstream.name.clone();
+                (resp, Some(route), Some(upstream))
             }
             RouteAction::Poll(poll_route) => {
                 let cx = PollContext {
@@ -409,10 +448,11 @@ where
                     authorizer: &shared.authorizer,
                     clients: &active.clients,
                     peer: Peer { addr: peer, proto },
+                    queue: conn.queue.as_ref(),
                 };
                 let rest = path.get(route.prefix.len()..).unwrap_or_default();
                 let resp = Box::pin(poll::handle(req, poll_route, rest, cx)).await;
-                (resp, Some(route), None)
+                (resp, Some(route.clone()), None)
             }
         },
     };
@@ -421,8 +461,8 @@ where
         method = %method,
         path = %path,
         peer = %peer,
-        route = route.map_or("-", |r| r.name.as_str()),
-        upstream = upstream.unwrap_or("-"),
+        route = route.as_ref().map_or("-", |r| r.name.as_str()),
+        upstream = upstream.as_deref().unwrap_or("-"),
         status = resp.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1e3,
         "request"
@@ -430,7 +470,7 @@ where
     resp
 }
 
-async fn webhook_request(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn webhook_request(shared: &Shared, req: Request<RequestBody>) -> Response<Body> {
     let active = shared.active.load_full();
     let cx = WebhookContext {
         broker: &shared.broker,

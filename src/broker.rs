@@ -18,12 +18,27 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::config::{BrokerConfig, BufferConfig};
-
 pub use buffer::{Cursor, Read};
 pub use message::{ChannelName, ChannelNameError, Message, PrepareError, Prepared, Timestamp};
 pub use redis::RedisSettings;
 use waiter::Relays;
+
+/// Per-channel history kept for catch-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferConfig {
+    /// At least 1.
+    pub max_size: usize,
+    pub max_age: std::time::Duration,
+}
+
+/// Which back end holds the channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerConfig {
+    /// Channels live in this process.
+    Memory,
+    /// Channels and history live in Redis, shared by every instance.
+    Redis(RedisSettings),
+}
 
 /// The result of one published item.
 #[derive(Debug, Clone)]
@@ -115,7 +130,7 @@ impl Broker {
     /// connection), so it never waits and never fails.
     pub fn subscribe(&self, channel: &ChannelName, buffer: BufferConfig) -> Subscription {
         match self {
-            Broker::Memory(m) => Subscription::Memory(m.subscribe(channel, buffer.max_age)),
+            Broker::Memory(m) => Subscription::Memory(m.subscribe(channel, buffer)),
             Broker::Redis(r) => Subscription::Redis(r.subscribe(channel, buffer)),
         }
     }

@@ -7,16 +7,23 @@
 mod locate;
 mod raw;
 pub mod reload;
+mod shape;
 pub mod units;
 mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::routes::RouteTable;
+
+// Each module owns the settings it runs with; this module only builds them
+// from the file (so the dependency points one way: config -> the modules).
+pub use crate::broker::{BrokerConfig, BufferConfig};
+pub use crate::poll::{ClientIdSource, Limits, PollConfig};
+pub use crate::server::ServerConfig;
+pub use crate::shutdown::ShutdownConfig;
+pub use crate::webhook::{Token, WebhookConfig};
 
 /// Everything pollgate needs to serve, resolved and checked.
 #[derive(Debug, Clone)]
@@ -39,91 +46,6 @@ pub struct Config {
     pub tls: Option<crate::tls::CertStore>,
     /// Hash of the file's text, to tell which config an instance runs.
     pub source_hash: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookConfig {
-    pub listen: SocketAddr,
-    /// Largest publish body, in bytes.
-    pub max_body: u64,
-    /// Bearer token every webhook request but /healthz must carry.
-    pub token: Option<Token>,
-}
-
-/// A secret. Its `Debug` never shows it, so it cannot leak into a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    pub fn new(secret: String) -> Token {
-        Token(secret)
-    }
-
-    /// Constant-time comparison against what a client sent.
-    pub fn matches(&self, offered: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.as_bytes().ct_eq(offered).into()
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-/// Caps on held polls, checked before a poll is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_per_client: usize,
-    pub max_per_channel: usize,
-    pub max_total: usize,
-}
-
-/// Where a poll's client id comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientIdSource {
-    /// The client address (after `trusted_proxies`), ignoring any header.
-    Addr,
-    /// This header when present, else the client address.
-    Header(http::HeaderName),
-}
-
-/// Poll hold durations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PollConfig {
-    pub default_timeout: Duration,
-    /// Invariant: `default_timeout <= max_timeout`.
-    pub max_timeout: Duration,
-}
-
-/// Per-channel history kept for catch-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BufferConfig {
-    /// At least 1.
-    pub max_size: usize,
-    pub max_age: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BrokerConfig {
-    /// Channels live in this process.
-    Memory,
-    /// Channels and history live in Redis, shared by every instance.
-    Redis(crate::broker::RedisSettings),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShutdownConfig {
-    pub drain_timeout: Duration,
-}
-
-/// Connection-level settings of both listeners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerConfig {
-    pub header_timeout: Duration,
-    /// Serving threads (at least one by construction).
-    pub threads: NonZeroUsize,
 }
 
 /// One problem in a config file, with where it is.

@@ -45,7 +45,54 @@ pub const BUFFER_MAX_AGE: Duration = Duration::from_secs(300);
 pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time a client has to send a complete request head (slow-loris guard).
+/// Also: the longest idle keep-alive, and the time an HTTP/2 or TLS
+/// connection has to produce its first request.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `server.body_timeout`: the longest pause between two reads of a request
+/// body (nginx's `client_body_timeout` is 60 s; a client that uploads
+/// through a sidecar and stalls for 30 s has gone). The request is answered
+/// 400 and counted as the client's fault.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `server.write_timeout`: the longest a connection may take no answer
+/// bytes while some are waiting for it (nginx's `send_timeout` is 60 s). It
+/// is then closed and what it held is freed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of answers rendered for one connection and not yet taken by it
+/// (Envoy's per-connection buffer limit is 1 MiB). Past this, a connection's
+/// next answers wait to be rendered until it drains; `server.write_timeout`
+/// closes it if it never does. One answer can pass it (an answer is never
+/// split across the wait), so the memory one connection can pin is this
+/// plus one answer.
+pub const CONNECTION_QUEUE_BYTES: usize = 1024 * 1024;
+
+/// HTTP/2: a PING after this long without a frame from the client; one that
+/// is not answered within the same time closes the connection. Half the
+/// head timeout each, so a connection that stops in the middle of a frame
+/// is closed within `HEADER_TIMEOUT` of its last byte.
+pub fn h2_keep_alive(header_timeout: Duration) -> Duration {
+    header_timeout / 2
+}
+
+/// HTTP/2 streams one connection may have open at once (hyper's default,
+/// stated here): a browser uses far fewer.
+pub const H2_MAX_STREAMS: u32 = 200;
+
+/// HTTP/2: bytes hyper buffers per stream before it stops pulling the body.
+/// Small, because the connection's own queue bound (`CONNECTION_QUEUE_BYTES`)
+/// is what decides how much may wait; hyper's default is 400 KiB.
+pub const H2_STREAM_SEND_BUFFER: usize = 64 * 1024;
+
+/// HTTP/2 streams a client may open and cancel within one second before its
+/// connection is closed (the "rapid reset" attack, CVE-2023-44487). A page
+/// that closes its polls cancels a handful; an attack cancels thousands.
+pub const H2_MAX_RESETS_PER_SEC: u32 = 200;
+
+/// HTTP/2 streams the client reset before hyper took them (h2's own guard
+/// against rapid reset, stated here).
+pub const H2_MAX_PENDING_RESETS: usize = 20;
 
 /// Quiet period after a config-file change event before the file is read:
 /// editors and `cp` write in several steps, and a half-written file must not
@@ -61,6 +108,13 @@ pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);
 /// Largest `max=` batch a poll may ask for.
 pub const POLL_MAX_BATCH: usize = 1000;
 
+/// `poll.max_batch_bytes`: a batch answer stops before the message that
+/// would take it past this (but always carries one message). A few MiB: a
+/// full default batch of small messages fits, and a client that asks for
+/// `max=1000` of large ones gets them over several answers instead of one
+/// that pins a gigabyte.
+pub const POLL_MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Longest channel name, in bytes (all allowed characters are ASCII).
 pub const CHANNEL_NAME_MAX: usize = 200;
 
@@ -75,9 +129,46 @@ pub const TAIL_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// trying again, so the loop does not spin while the condition lasts.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Connections the webhook listener serves at once. The app's publishers,
+/// probes, scrapes and status pages need far fewer; the cap is part of the
+/// descriptor reserve that keeps the webhook working through a public flood.
+pub const WEBHOOK_MAX_CONNECTIONS: usize = 512;
+
+/// Descriptors kept for what is neither a listener's connection nor an
+/// upstream's: the listening sockets, Redis, the config watch, logs.
+pub const FD_RESERVE_OTHER: usize = 64;
+
+/// `server.max_connections` when the file sets none: the process's
+/// open-file limit less a reserve for the webhook listener, every
+/// upstream's connections (two per request in flight: one busy, one idle in
+/// the pool) and the rest, but never below half the limit.
+pub fn max_connections(fd_limit: usize, upstream_in_flight: usize) -> usize {
+    let reserve = WEBHOOK_MAX_CONNECTIONS + 2 * upstream_in_flight + FD_RESERVE_OTHER;
+    fd_limit.saturating_sub(reserve).max(fd_limit / 2).max(1)
+}
+
+/// The process's open-file limit (the soft one, which is what `accept`
+/// runs into); 1024, the usual default, when it cannot be read.
+pub fn fd_limit() -> usize {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .ok()
+        .and_then(|(soft, _)| usize::try_from(soft).ok())
+        .unwrap_or(1024)
+}
+
+/// `upstreams.NAME.max_in_flight`: requests one upstream may have in flight
+/// (Envoy's circuit-breaker default for `max_requests` is 1,024). Beyond it
+/// a request is answered 503 with `Retry-After` at once.
+pub const UPSTREAM_MAX_IN_FLIGHT: usize = 1024;
+
 /// Held polls one client may have at once: browsers open at most 6
 /// connections per host, so a well-behaved page never needs more.
 pub const LIMIT_MAX_PER_CLIENT: usize = 6;
+
+/// Held polls from one client address, whatever `X-Client-ID` says. An
+/// office of a few hundred people behind one NAT address, each with a tab
+/// or two polling, fits; one host holding thousands does not.
+pub const LIMIT_MAX_PER_ADDRESS: usize = 1000;
 
 /// Held polls on one channel.
 pub const LIMIT_MAX_PER_CHANNEL: usize = 10_000;
@@ -108,10 +199,17 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// fits in one read).
 pub const LEAN_READ_CHUNK: usize = 2048;
 
-/// Largest answer the lean HTTP/1 path buffers to write (poll answers are
-/// far smaller; an authorization app's refusal body is cut off here and
-/// answered 502).
-pub const LEAN_MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// An answer whose whole body is at most this is written by the lean HTTP/1
+/// path together with its head, in one buffer and one system call (nearly
+/// every poll answer); a larger one is written frame by frame.
+pub const LEAN_COALESCE_BYTES: usize = 16 * 1024;
+
+/// Largest frame an answer's body hands to a connection at once. Frames are
+/// slices of the buffered messages (no copy); small pieces are joined up to
+/// this. It also bounds what an HTTP/2 stream can hold beyond the
+/// connection's send-queue accounting (hyper pulls a frame once the stream
+/// has any window).
+pub const ANSWER_FRAME_BYTES: usize = 16 * 1024;
 
 /// Longest client id header value accepted.
 pub const CLIENT_ID_MAX: usize = 128;
@@ -162,6 +260,12 @@ pub const REDIS_READ_MAX: usize = 10_000;
 /// rather than finding a fresh, empty history.
 pub const REDIS_IDLE_TTL_FACTOR: u32 = 2;
 pub const REDIS_IDLE_TTL_MIN: Duration = Duration::from_secs(60);
+
+/// Memory: after this many held polls, connections or channels have been
+/// freed since the last time, the allocator is asked to give free pages back
+/// to the system (see `memory`), at most once per `MEMORY_TRIM_INTERVAL`.
+pub const MEMORY_TRIM_AFTER_FREES: usize = 2_000;
+pub const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Shards of every concurrent map (channels, limit counts): more than the
 /// cores, so two publishes rarely meet on one lock.

@@ -5,26 +5,33 @@
 //! - [`config`]: the YAML file -> a validated, immutable [`config::Config`];
 //!   hot reload swaps a new one in whole.
 //! - [`routes`]: the route table (longest prefix wins), pure.
-//! - [`server`]: the accept loop both listeners share.
+//! - [`server`]: the accept loop both listeners share, and every
+//!   connection's deadlines and caps.
 //! - [`app`]: wires everything and routes each request: proxy or poll on the
 //!   public listener, webhook on the internal one.
 //! - [`proxy`]: forwarding to upstream apps (the only code that talks to them).
 //! - [`poll`]: holding long polls on the broker.
 //! - [`broker`]: channels, history by cursor, and wakeups.
 //! - [`webhook`]: publish, health and debug endpoints on the internal listener.
-//! - [`metrics`], [`shutdown`], [`logging`], [`http`] (shared response helpers),
-//!   [`defaults`] (every default timeout and limit).
+//! - [`answer`]: what every handler answers with (bodies, JSON, errors by
+//!   fault, the per-connection send queue).
+//! - [`metrics`], [`shutdown`], [`logging`], [`memory`] (giving freed memory
+//!   back), [`threads`] (serving threads), [`defaults`] (every default
+//!   timeout and limit).
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `memory` makes one call into glibc (`malloc_trim`),
+// allowed there alone with the reason beside it.
+#![deny(unsafe_code)]
 #![deny(rust_2018_idioms, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod answer;
 pub mod app;
 pub mod broker;
-pub mod cli;
+pub mod client;
 pub mod config;
 pub mod defaults;
-pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod poll;
 pub mod proxy;
@@ -32,6 +39,7 @@ pub mod routes;
 pub mod server;
 mod sharded;
 pub mod shutdown;
+pub mod threads;
 pub mod tls;
 pub mod webhook;
 

@@ -150,7 +150,7 @@ fn publish(webhook: &str, token: Option<&str>, channel: &str, json: String) -> E
     let Some(rt) = client_runtime() else {
         return ExitCode::FAILURE;
     };
-    match rt.block_on(pollgate::cli::publish(webhook, token, channel, json)) {
+    match rt.block_on(pollgate::client::publish(webhook, token, channel, json)) {
         Ok((id, ts)) => {
             println!("{id} {ts}");
             ExitCode::SUCCESS
@@ -166,7 +166,7 @@ fn probe(url: &str) -> ExitCode {
     let Some(rt) = client_runtime() else {
         return ExitCode::FAILURE;
     };
-    match rt.block_on(pollgate::cli::probe(url)) {
+    match rt.block_on(pollgate::client::probe(url)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -179,7 +179,12 @@ fn tail(url: &str, channel: &str, since: Option<String>) -> ExitCode {
     let Some(rt) = client_runtime() else {
         return ExitCode::FAILURE;
     };
-    rt.block_on(pollgate::cli::tail(url, channel, since, std::io::stdout()));
+    rt.block_on(pollgate::client::tail(
+        url,
+        channel,
+        since,
+        std::io::stdout(),
+    ));
     ExitCode::SUCCESS
 }
 

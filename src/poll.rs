@@ -20,17 +20,17 @@ use tokio_util::sync::CancellationToken;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::answer::{self as h, Body, Fault, HttpError, SendQueue};
 use crate::broker::{Broker, BrokerError, ChannelName, Cursor, Timestamp};
 use crate::config::Config;
-use crate::http::{self as h, Body, Fault, HttpError};
 use crate::metrics::{HeldGuard, Metrics, PollOutcome};
-use crate::proxy::{Clients, Peer, ProxyError};
+use crate::proxy::{Caller, Clients, Peer, ProxyError};
 use crate::routes::{Cors, PollRoute};
 
-pub use admit::{Admission, LimitError, Permit};
+pub use admit::{Admission, LimitError, Limits, Permit};
 pub use authorize::Authorizer;
-pub use identity::BadClientId;
-pub use params::{ParamError, PollParams};
+pub use identity::{BadClientId, ClientIdSource};
+pub use params::{ParamError, PollConfig, PollParams};
 
 /// What a poll handler needs from the running instance.
 pub struct PollContext<'a> {
@@ -45,6 +45,9 @@ pub struct PollContext<'a> {
     pub authorizer: &'a Authorizer,
     pub clients: &'a Clients,
     pub peer: Peer,
+    /// The connection's send queue (HTTP/2 and hyper's HTTP/1; the lean
+    /// path writes one answer at a time and needs none).
+    pub queue: Option<&'a Arc<SendQueue>>,
 }
 
 /// Why a poll was not held.
@@ -86,9 +89,9 @@ impl HttpError for PollError {
         match self {
             PollError::Param(_)
             | PollError::Method
-            | PollError::Limit(_)
             | PollError::ClientId(_)
             | PollError::Denied(_) => Fault::Client,
+            PollError::Limit(_) => Fault::Capacity,
             PollError::Broker(_) | PollError::AuthStatus(_) | PollError::AuthUpstream(_) => {
                 Fault::Upstream
             }
@@ -181,7 +184,9 @@ fn admit(
     let source = route.client_id.as_ref().unwrap_or(&cx.config.client_id);
     let client = identity::client_id(source, &head.headers, addr)?;
     // Limits first: cheap, and they shield the authorization upstream too.
-    let permit = cx.admission.admit(client, &channel, cx.config.limits)?;
+    let permit = cx
+        .admission
+        .admit(client, addr, &channel, cx.config.limits)?;
     Ok(Ticket {
         channel,
         params,
@@ -196,6 +201,7 @@ fn rejected(e: PollError, cx: &PollContext<'_>) -> Response<Body> {
     match e {
         PollError::Limit(limit) => {
             cx.metrics.poll_ended(PollOutcome::rejected_limit);
+            cx.metrics.limit_refused(limit.label());
             if let Some(suppressed) = cx.admission.should_log() {
                 tracing::warn!(limit = %limit, suppressed, "poll refused by a limit");
             }
@@ -229,20 +235,27 @@ async fn authorize(
         return Ok(());
     };
     // Boxed: the subrequest's future is large and only some routes need it.
+    let caller = Caller {
+        clients: cx.clients,
+        peer: cx.peer,
+        metrics: cx.metrics,
+    };
     let checked = Box::pin(cx.authorizer.check(
         auth,
-        cx.clients,
+        caller,
         headers,
         &ticket.channel,
         ticket.permit.client(),
-        cx.peer,
     ))
     .await;
     match checked {
         Ok(()) => Ok(()),
         Err(authorize::AuthError::Denied(resp)) => Err(PollError::Denied(Box::new(resp))),
         Err(authorize::AuthError::Unexpected(status)) => Err(PollError::AuthStatus(status)),
-        Err(authorize::AuthError::Upstream(e)) => Err(PollError::AuthUpstream(e)),
+        Err(authorize::AuthError::Upstream(e)) => {
+            e.count(cx.metrics, &auth.upstream.name);
+            Err(PollError::AuthUpstream(e))
+        }
     }
 }
 
@@ -290,6 +303,13 @@ async fn hold(
                 }
             };
             if !read.messages.is_empty() {
+                if let Some(queue) = cx.queue.filter(|q| q.is_full()) {
+                    // The connection has answers enough waiting: render this
+                    // one once it drains (or the stall watch closes it).
+                    drop(read);
+                    Box::pin(room(queue, cx.shutdown)).await;
+                    continue;
+                }
                 outcome.set(if read.gap {
                     PollOutcome::gap
                 } else {
@@ -330,10 +350,21 @@ async fn hold(
     )))
 }
 
+/// Waits until the connection's send queue has room, or shutdown.
+async fn room(queue: &SendQueue, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = queue.room() => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
 fn deliver(read: &crate::broker::Read, batch: bool, cx: &PollContext<'_>) -> Response<Body> {
-    let (body, count) = match (batch, read.messages.first()) {
+    let (pieces, count) = match (batch, read.messages.first()) {
         (false, Some(first)) => (render::single(first, read.gap), 1),
-        _ => (render::batch(&read.messages, read.gap), read.messages.len()),
+        _ => {
+            let sent = render::fitting(&read.messages, cx.config.poll.max_batch_bytes);
+            (render::batch(sent, read.gap), sent.len())
+        }
     };
     if let Some(first) = read.messages.first() {
         let age = crate::broker::Timestamp::now()
@@ -341,7 +372,7 @@ fn deliver(read: &crate::broker::Read, batch: bool, cx: &PollContext<'_>) -> Res
             .saturating_sub(first.timestamp.0);
         cx.metrics.delivered(count as u64, age as f64 / 1e6);
     }
-    answer(body)
+    h::json_pieces(StatusCode::OK, pieces, cx.queue.cloned())
 }
 
 fn answer(body: Bytes) -> Response<Body> {

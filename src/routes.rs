@@ -20,6 +20,8 @@ pub struct Upstream {
     pub scheme: Scheme,
     pub authority: Authority,
     pub connect_timeout: Duration,
+    /// Requests in flight at once; more are shed (503).
+    pub max_in_flight: usize,
     /// `ca:` bundle for an https upstream (else the system roots).
     pub ca_file: Option<std::path::PathBuf>,
     pub ca: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
@@ -42,7 +44,7 @@ pub enum RouteAction {
 pub struct PollRoute {
     pub cors: Option<Cors>,
     /// Overrides the top-level `client_id`.
-    pub client_id: Option<crate::config::ClientIdSource>,
+    pub client_id: Option<crate::poll::ClientIdSource>,
     pub authorize: Option<Authorize>,
 }
 
@@ -206,6 +208,7 @@ mod tests {
             scheme: Scheme::HTTP,
             authority: Authority::from_static("127.0.0.1:1"),
             connect_timeout: Duration::from_secs(1),
+            max_in_flight: 8,
             ca_file: None,
             ca: None,
         })

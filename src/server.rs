@@ -1,4 +1,5 @@
-//! The accept loop shared by both listeners.
+//! The accept loop shared by both listeners, and every connection's
+//! deadlines and caps.
 //!
 //! Serves HTTP/1.1 and HTTP/2 (h2c prior knowledge in clear text, ALPN over
 //! TLS) through hyper-util's auto builder, with upgrades. Every connection is
@@ -8,16 +9,39 @@
 //! A clear-text connection on a listener with a [`Lean`] hook starts on the
 //! lean HTTP/1.1 path (`lean.rs`) and moves to hyper at its first request
 //! the lean path does not serve.
+//!
+//! # Deadlines and caps (each value from [`ServerConfig`] or `defaults`)
+//! - accepting: at most `max_connections` at once per listener; at the cap
+//!   the loop stops accepting (logged once) until one ends; a failed accept
+//!   (out of descriptors) pauses it instead of spinning;
+//! - TLS handshake: `TLS_HANDSHAKE_TIMEOUT`;
+//! - the first request: `header_timeout` from the start (covers an HTTP/2
+//!   preface or a TLS client that stops half-way);
+//! - request heads and idle keep-alive (HTTP/1): `header_timeout`;
+//! - HTTP/2: a PING after `header_timeout / 2` of silence, closed when not
+//!   answered within as long again; at most `H2_MAX_STREAMS` streams, and a
+//!   client that cancels more than `H2_MAX_RESETS_PER_SEC` a second is cut
+//!   off (rapid reset);
+//! - writing: a write that makes no progress for `write_timeout` closes the
+//!   connection (`io::WriteDeadline`), and so does a send queue that does
+//!   not move for as long (an HTTP/2 client that grants no window);
+//! - request bodies and upstream bodies have their own idle deadlines where
+//!   they are read (`proxy`, `webhook`).
 
+mod body;
+mod conn;
+mod io;
 mod lean;
 mod listeners;
 
+pub use body::{BodyFault, BodyWatch, RequestBody};
 pub use lean::{Lean, LeanFuture, LeanRequest};
-pub use listeners::{serving_slot, serving_thread, spawn_thread, BindError, Listeners};
+pub use listeners::{BindError, Listeners};
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -28,27 +52,99 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use crate::defaults::{ACCEPT_ERROR_BACKOFF, MAX_HEADERS, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT};
-use crate::http::Body;
+use crate::answer::{Body, SendQueue};
+use crate::defaults::{
+    self, ACCEPT_ERROR_BACKOFF, CONNECTION_QUEUE_BYTES, H2_MAX_PENDING_RESETS, H2_MAX_STREAMS,
+    H2_STREAM_SEND_BUFFER, MAX_HEADERS, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT,
+};
+use crate::metrics::{ClientError, ConnGauge, Metrics};
+use conn::ConnState;
+use io::WriteDeadline;
 
-/// Connection settings applied to every accepted connection.
+/// Connection-level settings of both listeners (restart to change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// A request head must arrive within this; also the idle keep-alive
+    /// limit, and the time a connection has to produce its first request.
+    pub header_timeout: Duration,
+    /// Longest pause between two reads of a request body.
+    pub body_timeout: Duration,
+    /// Longest a connection may take no answer bytes while some wait for it.
+    pub write_timeout: Duration,
+    /// Connections the public listener serves at once.
+    pub max_connections: usize,
+    /// Serving threads (at least one by construction).
+    pub threads: std::num::NonZeroUsize,
+}
+
+/// One listener's connection settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnSettings {
-    /// "public" or "webhook", for logs.
+    /// "public" or "webhook", for logs and metrics.
     pub name: &'static str,
     pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl ConnSettings {
+    pub fn new(name: &'static str, server: &ServerConfig, max_connections: usize) -> Self {
+        ConnSettings {
+            name,
+            header_timeout: server.header_timeout,
+            body_timeout: server.body_timeout,
+            write_timeout: server.write_timeout,
+            max_connections,
+        }
+    }
 }
 
 /// What a handler knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The connection is TLS (so the request's scheme is https).
     pub tls: bool,
+    /// The connection's send queue; `None` on the lean path, which writes
+    /// one answer at a time.
+    pub queue: Option<Arc<SendQueue>>,
+}
+
+/// What every connection of one listener shares: its settings, its cap, the
+/// metrics it reports to, the shutdown it obeys.
+#[derive(Clone)]
+pub struct Listening {
+    pub settings: ConnSettings,
+    /// Permits for `settings.max_connections` connections (shared by the
+    /// public listener's sockets, one per serving thread).
+    pub permits: Arc<Semaphore>,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+}
+
+impl Listening {
+    pub fn new(settings: ConnSettings, metrics: Metrics, shutdown: CancellationToken) -> Self {
+        Listening {
+            settings,
+            permits: Arc::new(Semaphore::new(settings.max_connections)),
+            metrics,
+            shutdown,
+        }
+    }
+}
+
+/// A connection's place under its listener's cap, and its share of the
+/// open-connections gauge; both freed when the connection ends.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _gauge: ConnGauge,
 }
 
 fn builder(settings: ConnSettings) -> auto::Builder<TokioExecutor> {
@@ -60,37 +156,79 @@ fn builder(settings: ConnSettings) -> auto::Builder<TokioExecutor> {
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
+    let ping = defaults::h2_keep_alive(settings.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_send_buf_size(H2_STREAM_SEND_BUFFER)
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping);
     builder
 }
 
-/// Accepts on `listener` until `shutdown`, serving each connection (after a
+/// Accepts on `listener` until shutdown, serving each connection (after a
 /// TLS handshake when `tls` is set) with `handler`. Returns once the listener
 /// is closed; the connections go on under `graceful`, which the caller drains.
 pub async fn run<H, F>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    settings: ConnSettings,
+    listening: Listening,
     handler: H,
     lean: Option<Lean>,
-    shutdown: CancellationToken,
     graceful: &GracefulShutdown,
 ) where
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let Listening {
+        settings,
+        permits,
+        metrics,
+        shutdown,
+    } = listening;
     // Shared: every connection's task would otherwise carry a copy (~600 bytes).
-    let builder = std::sync::Arc::new(builder(settings));
+    let builder = Arc::new(builder(settings));
+    let mut accept_failing = false;
     loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // At the cap: accept nothing until a connection ends. New
+                // clients wait in the kernel's backlog, no descriptor is
+                // spent on them, and the reserve stays for the webhook,
+                // the upstreams and Redis.
+                metrics.connection_cap_reached(settings.name);
+                warn!(
+                    listener = settings.name,
+                    max_connections = settings.max_connections,
+                    "connection cap reached: not accepting until a connection ends"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        // Never closed: the semaphore lives as long as this loop.
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    accept_failing = false;
+                    pair
+                }
                 Err(e) => {
-                    warn!(listener = settings.name, error = %e, "accept failed");
+                    // Once per run of failures: EMFILE lasts while it lasts.
+                    if !accept_failing {
+                        warn!(listener = settings.name, error = %e, "accept failed; pausing between tries");
+                    }
+                    accept_failing = true;
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                     continue;
                 }
@@ -99,37 +237,59 @@ pub async fn run<H, F>(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay failed");
         }
+        let slot = Slot {
+            _permit: permit,
+            _gauge: metrics.connection_opened(settings.name),
+        };
         let span = tracing::debug_span!("conn", listener = settings.name, peer = %peer);
-        let (builder, handler, watcher) = (builder.clone(), handler.clone(), graceful.watcher());
+        let conn = Conn {
+            builder: builder.clone(),
+            settings,
+            metrics: metrics.clone(),
+            watcher: graceful.watcher(),
+            slot,
+        };
+        let handler = handler.clone();
         match tls.clone() {
             None => {
-                let info = ConnInfo { peer, tls: false };
+                let info = ConnInfo {
+                    peer,
+                    tls: false,
+                    queue: None,
+                };
                 let Some(lean) = lean.clone() else {
-                    tokio::spawn(serve(stream, info, builder, handler, watcher).instrument(span));
+                    tokio::spawn(conn.serve(stream, info, handler).instrument(span));
                     continue;
                 };
                 let shutdown = shutdown.clone();
-                let conn = async move {
-                    let header_timeout = settings.header_timeout;
-                    match lean::serve(stream, info, &lean, header_timeout, &shutdown).await {
-                        lean::Ended::Closed => drop(watcher),
+                let task = async move {
+                    match lean::serve(stream, info.clone(), &lean, settings, &shutdown).await {
+                        lean::Ended::Closed(fault) => {
+                            if let Some(fault) = fault {
+                                conn.metrics.client_error(fault);
+                            }
+                            drop(conn);
+                        }
                         lean::Ended::HandOver(stream, read) => {
                             let io = lean::Prefixed::new(read, stream);
                             // A task of its own: a lean connection's task stays small.
-                            let hyper = serve(io, info, builder, handler, watcher);
-                            tokio::spawn(hyper.in_current_span());
+                            tokio::spawn(conn.serve(io, info, handler).in_current_span());
                         }
                     }
                 };
-                tokio::spawn(conn.instrument(span));
+                tokio::spawn(task.instrument(span));
             }
             Some(acceptor) => {
                 let handshake = async move {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls_stream)) => {
-                            let info = ConnInfo { peer, tls: true };
-                            serve(tls_stream, info, builder, handler, watcher).await;
+                            let info = ConnInfo {
+                                peer,
+                                tls: true,
+                                queue: None,
+                            };
+                            conn.serve(tls_stream, info, handler).await;
                         }
                         // A failed handshake costs nothing more than this line.
                         Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
@@ -144,26 +304,71 @@ pub async fn run<H, F>(
     drop(listener);
 }
 
-async fn serve<I, H, F>(
-    io: I,
-    info: ConnInfo,
-    builder: std::sync::Arc<auto::Builder<TokioExecutor>>,
-    handler: H,
+/// An accepted connection on its way to hyper.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    settings: ConnSettings,
+    metrics: Metrics,
     watcher: Watcher,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let service = service_fn(move |req: Request<Incoming>| {
-        // Debug level: free when off, and every log line of the request nests under it.
-        let span =
-            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
-        let fut = handler(req, info).instrument(span);
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        debug!(error = %e, "connection ended with an error");
+    slot: Slot,
+}
+
+impl Conn {
+    /// Serves `io` with hyper until it closes, or a deadline or cap ends it.
+    async fn serve<I, H, F>(self, io: I, mut info: ConnInfo, handler: H)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let Conn {
+            builder,
+            settings,
+            metrics,
+            watcher,
+            slot,
+        } = self;
+        let state = Arc::new(ConnState::new(CONNECTION_QUEUE_BYTES));
+        info.queue = Some(state.queue().clone());
+        let requests = state.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            // Debug level: free when off, and every log line of the request nests under it.
+            let span =
+                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
+            let request = requests.request();
+            let (parts, body) = req.into_parts();
+            let (body, watch) = RequestBody::new(body, settings.body_timeout);
+            let mut req = Request::from_parts(parts, body);
+            if let Some(watch) = watch {
+                req.extensions_mut().insert(watch);
+            }
+            let fut = handler(req, info.clone()).instrument(span);
+            async move {
+                let resp = fut.await;
+                request.answered();
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let io = WriteDeadline::new(io, settings.write_timeout);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let conn = watcher.watch(conn.into_owned());
+        let ended = tokio::select! {
+            served = conn => match served {
+                Ok(()) => None,
+                Err(e) if io::is_write_timeout(&*e) => Some(ClientError::write_timeout),
+                Err(e) => {
+                    debug!(error = %e, "connection ended with an error");
+                    None
+                }
+            },
+            _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
+            _ = state.queue().stalled(settings.write_timeout) => Some(ClientError::write_timeout),
+            _ = state.rapid_reset() => Some(ClientError::rapid_reset),
+        };
+        if let Some(fault) = ended {
+            debug!(?fault, "connection closed");
+            metrics.client_error(fault);
+        }
+        drop(slot);
     }
 }

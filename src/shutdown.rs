@@ -9,6 +9,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// What shutdown is allowed to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, the time in-flight proxied requests get to finish.
+    pub drain_timeout: std::time::Duration,
+}
+
 /// Exit code when a second stop signal cuts the drain short.
 pub const EXIT_FORCED: i32 = 130;
 

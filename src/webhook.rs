@@ -9,14 +9,46 @@ mod status;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
+use crate::answer::{self as h, Body, Fault, HttpError};
 use crate::broker::{Broker, ChannelName};
 use crate::config::Config;
-use crate::http::{self as h, Body, Fault, HttpError};
 use crate::metrics::Metrics;
+use crate::server::RequestBody;
 
 pub use publish::PublishError;
+
+/// The webhook listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub listen: std::net::SocketAddr,
+    /// Largest publish body, in bytes.
+    pub max_body: usize,
+    /// Bearer token every webhook request but /healthz must carry.
+    pub token: Option<Token>,
+}
+
+/// A secret. Its `Debug` never shows it, so it cannot leak into a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(secret: String) -> Token {
+        Token(secret)
+    }
+
+    /// Constant-time comparison against what a client sent.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(offered).into()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
 
 /// What the webhook handlers need from the running instance.
 pub struct WebhookContext<'a> {
@@ -59,7 +91,7 @@ impl HttpError for RouteError {
 }
 
 /// Routes one webhook request.
-pub async fn handle(req: Request<Incoming>, cx: WebhookContext<'_>) -> Response<Body> {
+pub async fn handle(req: Request<RequestBody>, cx: WebhookContext<'_>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if let Some(token) = &cx.config.webhook.token {
         // Liveness probes carry no credentials; everything else does.
@@ -129,7 +161,7 @@ impl<'a> Endpoint<'a> {
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time.
-fn authorized(token: &crate::config::Token, headers: &http::HeaderMap) -> bool {
+fn authorized(token: &Token, headers: &http::HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))

@@ -297,7 +297,10 @@ async fn held_in_metrics(webhook: std::net::SocketAddr, n: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_held_polls_and_drains_proxied_requests() {
     let up = Upstream::start("app").await;
-    let bin = Binary::start(&yaml(Some(up.addr), "limits: { max_per_client: 100000 }\n"));
+    let bin = Binary::start(&yaml(
+        Some(up.addr),
+        "limits: { max_per_client: 100000, max_per_address: 100000 }\n",
+    ));
     let public = bin.public;
     let polls: Vec<_> = (0..1000)
         .map(|i| {

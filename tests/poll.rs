@@ -286,7 +286,11 @@ async fn cors_preflight_and_headers_per_route() {
 #[tokio::test]
 async fn five_thousand_waiters_all_receive_one_publish() {
     const N: usize = 5000;
-    let pg = Pollgate::start(&yaml(None, "limits: { max_per_client: 100000 }\n")).await;
+    let pg = Pollgate::start(&yaml(
+        None,
+        "limits: { max_per_client: 100000, max_per_address: 100000 }\n",
+    ))
+    .await;
     let addr = pg.public;
     let waiters: Vec<_> = (0..N)
         .map(|_| tokio::spawn(async move { raw_get(addr, "/api/poll/fan?timeout=60").await }))
@@ -409,7 +413,11 @@ async fn a_cursor_follower_survives_cut_connections_without_loss() {
 
 #[tokio::test]
 async fn shutdown_answers_held_polls_with_timeout_at_once() {
-    let pg = Pollgate::start(&yaml(None, "limits: { max_per_client: 1000 }\n")).await;
+    let pg = Pollgate::start(&yaml(
+        None,
+        "limits: { max_per_client: 1000, max_per_address: 100000 }\n",
+    ))
+    .await;
     let addr = pg.public;
     let waiters: Vec<_> = (0..100)
         .map(|i| {

@@ -100,7 +100,7 @@ async fn cluster(url: &str, n: usize) -> Vec<Pollgate> {
         let pg = Pollgate::start(&yaml(
             None,
             &format!(
-                "{}limits: {{ max_per_client: 1000 }}\n",
+                "{}limits: {{ max_per_client: 1000, max_per_address: 100000 }}\n",
                 broker_yaml(url, &p)
             ),
         ))
@@ -302,7 +302,7 @@ async fn a_redis_cluster_works_like_a_single_redis() {
         return;
     };
     let broker = format!(
-        "broker: {{ kind: redis, url: \"{}\", key_prefix: \"{}\", cluster: true }}\nlimits: {{ max_per_client: 1000 }}\n",
+        "broker: {{ kind: redis, url: \"{}\", key_prefix: \"{}\", cluster: true }}\nlimits: {{ max_per_client: 1000, max_per_address: 100000 }}\n",
         cluster.seed_url(),
         prefix()
     );

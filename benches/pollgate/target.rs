@@ -143,9 +143,11 @@ impl Drop for Target {
     }
 }
 
-/// Large limits: the load tool holds tens of thousands of polls from four addresses.
+/// Large limits: the load tool holds tens of thousands of polls from four
+/// addresses, up to this machine's open-file limit (so the connection cap
+/// is lifted to it too: the load tool needs no reserve for the webhook).
 fn pollgate_config(backend: SocketAddr, threads: Option<usize>) -> String {
-    let threads = threads.map_or(String::new(), |n| format!("server: {{ threads: {n} }}\n"));
+    let threads = threads.map_or(String::new(), |n| format!(", threads: {n}"));
     format!(
         r#"listen: "127.0.0.1:0"
 webhook: {{ listen: "127.0.0.1:0" }}
@@ -155,8 +157,9 @@ routes:
   - {{ prefix: /api/poll/, poll: {{}} }}
   - {{ prefix: /, upstream: backend, timeout: 30s }}
 poll: {{ max_timeout: 120s }}
-limits: {{ max_per_client: 1000000, max_per_channel: 1000000, max_total: 1000000 }}
-{threads}"#
+limits: {{ max_per_client: 1000000, max_per_address: 1000000, max_per_channel: 1000000, max_total: 1000000 }}
+server: {{ max_connections: 1000000{threads} }}
+"#
     )
 }
 

@@ -9,6 +9,10 @@
 //!   this buffer, and of every message published before it was created. So a
 //!   cursor `c < lost_before` may have missed messages (a gap), and a cursor
 //!   `c >= lost_before` has missed none.
+//! - A read serves only what the buffer's limits allow *at the time of the
+//!   read* (the newest `max_size`, none older than `max_age`), whatever has
+//!   been trimmed so far: a message past its age is treated exactly as if
+//!   the sweep had already removed it (a gap for a cursor before it).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::message::{Message, Prepared, Timestamp};
+use super::BufferConfig;
 
 /// Where a reader stands in a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +77,16 @@ impl ChannelBuffer {
 
     /// Appends a message, then drops the oldest beyond `max_size`.
     pub fn push(&mut self, prepared: &Prepared, max_size: usize) -> Arc<Message> {
-        let timestamp = Timestamp::mint(self.head);
+        self.push_at(Timestamp::mint(self.head), prepared, max_size)
+    }
+
+    /// `push`, with the timestamp given (tests set the clock this way).
+    fn push_at(
+        &mut self,
+        timestamp: Timestamp,
+        prepared: &Prepared,
+        max_size: usize,
+    ) -> Arc<Message> {
         let message = Arc::new(Message::new(Uuid::new_v4(), timestamp, prepared));
         self.head = timestamp;
         self.messages.push_back(message.clone());
@@ -102,23 +116,30 @@ impl ChannelBuffer {
         self.head
     }
 
-    /// Up to `max` messages after `cursor`.
-    pub fn read(&self, cursor: Cursor, max: usize) -> Read {
+    /// Up to `max` messages after `cursor`, of those `limits` allow at `now`.
+    pub fn read(&self, cursor: Cursor, max: usize, limits: BufferConfig, now: Timestamp) -> Read {
+        // The servable part: the newest `max_size`, none older than `max_age`.
+        let cutoff = now.saturating_sub(limits.max_age);
+        let by_size = self.messages.len().saturating_sub(limits.max_size.max(1));
+        let by_age = self.messages.partition_point(|m| m.timestamp < cutoff);
+        let first = by_size.max(by_age);
+        let lost_before = match first.checked_sub(1).and_then(|i| self.messages.get(i)) {
+            Some(newest_gone) => self.lost_before.max(newest_gone.timestamp),
+            None => self.lost_before,
+        };
+        let servable = self.messages.range(first..);
         let (after, gap) = match cursor {
             Cursor::Oldest => (Timestamp(0), false),
-            Cursor::After(c) => (c, c < self.lost_before),
-            Cursor::AfterId(id) => match self.messages.iter().find(|m| m.id == id) {
+            Cursor::After(c) => (c, c < lost_before),
+            Cursor::AfterId(id) => match servable.clone().find(|m| m.id == id) {
                 Some(m) => (m.timestamp, false),
-                // Unknown id: trimmed, or from before this history. Resync.
+                // Unknown id: trimmed, expired, or from before this history. Resync.
                 None => (Timestamp(0), true),
             },
         };
-        let start = self.messages.partition_point(|m| m.timestamp <= after);
         Read {
-            messages: self
-                .messages
-                .iter()
-                .skip(start)
+            messages: servable
+                .skip_while(|m| m.timestamp <= after)
                 .take(max)
                 .cloned()
                 .collect(),
@@ -139,15 +160,37 @@ mod tests {
         read.messages.iter().map(|m| m.timestamp).collect()
     }
 
+    const ROOMY: BufferConfig = BufferConfig {
+        max_size: 1000,
+        max_age: std::time::Duration::from_secs(3600),
+    };
+
+    /// A read under roomy limits, now.
+    trait ReadNow {
+        fn read_now(&self, cursor: Cursor, max: usize) -> Read;
+    }
+
+    impl ReadNow for ChannelBuffer {
+        fn read_now(&self, cursor: Cursor, max: usize) -> Read {
+            self.read(cursor, max, ROOMY, Timestamp::now())
+        }
+    }
+
     #[test]
     fn reads_after_a_cursor_oldest_first() {
         let mut b = ChannelBuffer::new(Timestamp(0));
         let t: Vec<_> = (0..5).map(|_| b.push(&body(), 10).timestamp).collect();
         assert!(t.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(stamps(&b.read(Cursor::After(t[1]), 10)), t[2..].to_vec());
-        assert_eq!(stamps(&b.read(Cursor::After(t[1]), 2)), t[2..4].to_vec());
-        assert_eq!(stamps(&b.read(Cursor::Oldest, 1)), vec![t[0]]);
-        assert!(b.read(Cursor::After(t[4]), 10).messages.is_empty());
+        assert_eq!(
+            stamps(&b.read_now(Cursor::After(t[1]), 10)),
+            t[2..].to_vec()
+        );
+        assert_eq!(
+            stamps(&b.read_now(Cursor::After(t[1]), 2)),
+            t[2..4].to_vec()
+        );
+        assert_eq!(stamps(&b.read_now(Cursor::Oldest, 1)), vec![t[0]]);
+        assert!(b.read_now(Cursor::After(t[4]), 10).messages.is_empty());
     }
 
     #[test]
@@ -155,24 +198,24 @@ mod tests {
         let mut b = ChannelBuffer::new(Timestamp(0));
         let t: Vec<_> = (0..5).map(|_| b.push(&body(), 3).timestamp).collect();
         assert_eq!(b.len(), 3);
-        let r = b.read(Cursor::After(t[0]), 10);
+        let r = b.read_now(Cursor::After(t[0]), 10);
         assert!(r.gap, "t[1] was evicted after t[0]");
         assert_eq!(stamps(&r), t[2..].to_vec());
-        let r = b.read(Cursor::After(t[1]), 10);
+        let r = b.read_now(Cursor::After(t[1]), 10);
         assert!(!r.gap, "a client that saw t[1] missed nothing");
-        assert!(!b.read(Cursor::Oldest, 10).gap);
+        assert!(!b.read_now(Cursor::Oldest, 10).gap);
     }
 
     #[test]
     fn age_trim_and_creation_bound_the_history() {
         let mut b = ChannelBuffer::new(Timestamp(1_000));
-        assert!(b.read(Cursor::After(Timestamp(999)), 1).gap);
-        assert!(!b.read(Cursor::After(Timestamp(1_000)), 1).gap);
+        assert!(b.read_now(Cursor::After(Timestamp(999)), 1).gap);
+        assert!(!b.read_now(Cursor::After(Timestamp(1_000)), 1).gap);
         let m = b.push(&body(), 10);
         b.trim_before(Timestamp(m.timestamp.0 + 1));
         assert!(b.is_empty());
-        assert!(b.read(Cursor::After(Timestamp(1_000)), 1).gap);
-        assert!(!b.read(Cursor::After(m.timestamp), 1).gap);
+        assert!(b.read_now(Cursor::After(Timestamp(1_000)), 1).gap);
+        assert!(!b.read_now(Cursor::After(m.timestamp), 1).gap);
     }
 
     #[test]
@@ -180,10 +223,10 @@ mod tests {
         let mut b = ChannelBuffer::new(Timestamp(0));
         let first = b.push(&body(), 10);
         let second = b.push(&body(), 10);
-        let r = b.read(Cursor::AfterId(first.id), 10);
+        let r = b.read_now(Cursor::AfterId(first.id), 10);
         assert!(!r.gap);
         assert_eq!(stamps(&r), vec![second.timestamp]);
-        let r = b.read(Cursor::AfterId(Uuid::new_v4()), 10);
+        let r = b.read_now(Cursor::AfterId(Uuid::new_v4()), 10);
         assert!(r.gap);
         assert_eq!(r.messages.len(), 2);
     }
@@ -197,8 +240,55 @@ mod tests {
         let next = b.push(&body(), 10);
         assert!(next.timestamp > mark);
         assert_eq!(
-            stamps(&b.read(Cursor::After(mark), 10)),
+            stamps(&b.read_now(Cursor::After(mark), 10)),
             vec![next.timestamp]
+        );
+    }
+
+    #[test]
+    fn a_message_past_its_age_is_never_served_whatever_the_sweep_did() {
+        let t0 = Timestamp(1_000_000_000);
+        let mut b = ChannelBuffer::new(t0);
+        let old = b.push_at(Timestamp(t0.0 + 1), &body(), 10);
+        let young = b.push_at(Timestamp(t0.0 + 1_500_000), &body(), 10);
+        let limits = BufferConfig {
+            max_size: 10,
+            max_age: std::time::Duration::from_secs(1),
+        };
+        // The clock reads 1.6 s after the older message; no sweep ran.
+        let now = Timestamp(old.timestamp.0 + 1_600_000);
+        let r = b.read(Cursor::Oldest, 10, limits, now);
+        assert_eq!(
+            stamps(&r),
+            vec![young.timestamp],
+            "the old one expired at read time"
+        );
+        let r = b.read(Cursor::After(t0), 10, limits, now);
+        assert!(r.gap, "a cursor before the expired message missed it");
+        assert_eq!(stamps(&r), vec![young.timestamp]);
+        let r = b.read(Cursor::After(old.timestamp), 10, limits, now);
+        assert!(!r.gap, "a cursor at the expired message missed nothing");
+        assert!(b.read(Cursor::AfterId(old.id), 10, limits, now).gap);
+        assert!(!b.read(Cursor::AfterId(young.id), 10, limits, now).gap);
+    }
+
+    #[test]
+    fn only_the_newest_max_size_are_served_after_a_smaller_limit() {
+        let mut b = ChannelBuffer::new(Timestamp(0));
+        let t: Vec<_> = (0..5).map(|_| b.push(&body(), 10).timestamp).collect();
+        let limits = BufferConfig {
+            max_size: 2,
+            max_age: std::time::Duration::from_secs(3600),
+        };
+        let r = b.read(Cursor::Oldest, 10, limits, Timestamp::now());
+        assert_eq!(stamps(&r), t[3..].to_vec());
+        assert!(
+            b.read(Cursor::After(t[1]), 10, limits, Timestamp::now())
+                .gap
+        );
+        assert!(
+            !b.read(Cursor::After(t[2]), 10, limits, Timestamp::now())
+                .gap
         );
     }
 }

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use super::buffer::{ChannelBuffer, Cursor, Read};
 use super::message::{ChannelName, Prepared, Timestamp};
 use super::waiter::{self, Relays, Wake};
+use super::BufferConfig;
 use super::{ChannelInfo, Published};
-use crate::config::BufferConfig;
 use crate::sharded::Sharded;
 
 struct Slot {
@@ -97,10 +97,14 @@ impl MemoryBroker {
         out
     }
 
-    pub fn subscribe(self: &Arc<Self>, channel: &ChannelName, max_age: Duration) -> Subscription {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        channel: &ChannelName,
+        buffer: BufferConfig,
+    ) -> Subscription {
         let (slot, rx, head) = {
             let mut map = self.shards.shard(channel).lock();
-            let slot = self.slot_in(&mut map, channel, max_age);
+            let slot = self.slot_in(&mut map, channel, buffer.max_age);
             // Taken together under the lock: every message after `head` bumps `rx`.
             let head = slot.buffer.lock().head();
             let rx = slot.wake.subscribe();
@@ -112,6 +116,7 @@ impl MemoryBroker {
             slot,
             rx: Some(rx),
             head,
+            buffer,
         }
     }
 
@@ -200,6 +205,9 @@ pub struct Subscription {
     rx: Option<watch::Receiver<Timestamp>>,
     /// The channel's head when this subscription began.
     head: Timestamp,
+    /// The limits in force when the poll came: a read serves nothing they
+    /// exclude, whenever the sweep last ran.
+    buffer: BufferConfig,
 }
 
 impl Subscription {
@@ -208,7 +216,10 @@ impl Subscription {
     }
 
     pub fn read(&self, cursor: Cursor, max: usize) -> Read {
-        self.slot.buffer.lock().read(cursor, max)
+        self.slot
+            .buffer
+            .lock()
+            .read(cursor, max, self.buffer, Timestamp::now())
     }
 
     pub fn timeout_mark(&self) -> Timestamp {

@@ -31,87 +31,19 @@ use uuid::Uuid;
 use super::buffer::{Cursor, Read};
 use super::message::{ChannelName, Message, Prepared, Timestamp};
 use super::waiter::{self, Relays, Wake};
+use super::BufferConfig;
 use super::{BrokerError, ChannelInfo, Published};
-use crate::config::BufferConfig;
 use crate::defaults::{
     REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, REDIS_CONNECT_TIMEOUT, REDIS_IDLE_TTL_FACTOR,
     REDIS_IDLE_TTL_MIN, REDIS_READ_BATCH, REDIS_READ_MAX, REDIS_TIMEOUT,
 };
 use crate::sharded::Sharded;
 
-/// Creates the channel's meta hash if missing (a new, or lost, history).
-const ENSURE_META: &str = r"
-local function ensure(meta, now)
-  if redis.call('EXISTS', meta) == 0 then
-    redis.call('HSET', meta, 'head', string.format('%.0f', now), 'epoch', string.format('%.0f', now), 'lost', '0')
-  end
-end
-local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-";
-
-/// KEYS: stream, meta. ARGV: id, members, max_size, max_age_us, ttl_s, notify, channel.
-const PUBLISH: &str = r"
-local now = now_us()
-ensure(KEYS[2], now)
-local head = tonumber(redis.call('HGET', KEYS[2], 'head'))
-local ts = math.max(now, head + 1)
-local tss = string.format('%.0f', ts)
-redis.call('XADD', KEYS[1], tss .. '-0', 'i', ARGV[1], 'm', ARGV[2])
-local lost = tonumber(redis.call('HGET', KEYS[2], 'lost'))
-local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
-if excess > 0 then
-  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
-  lost = math.max(lost, tonumber(string.match(old[#old][1], '^(%d+)')))
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[3])
-end
-local minid = string.format('%.0f', now - tonumber(ARGV[4]))
-local older = redis.call('XREVRANGE', KEYS[1], '(' .. minid .. '-0', '-', 'COUNT', 1)
-if #older > 0 then
-  lost = math.max(lost, tonumber(string.match(older[1][1], '^(%d+)')))
-  redis.call('XTRIM', KEYS[1], 'MINID', minid .. '-0')
-end
-redis.call('HSET', KEYS[2], 'head', tss, 'lost', string.format('%.0f', lost))
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. tss)
-return tss
-";
-
-/// KEYS: stream, meta. ARGV: after (exclusive, µs), count, ttl_s.
-/// Returns {head, epoch, lost, existed, id1, uuid1, members1, ...}.
-const READ: &str = r"
-local existed = redis.call('EXISTS', KEYS[2])
-ensure(KEYS[2], now_us())
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-local m = redis.call('HMGET', KEYS[2], 'head', 'epoch', 'lost')
-local out = {m[1], m[2], m[3], tostring(existed)}
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
-for _, e in ipairs(entries) do
-  local f = e[2]
-  local id, members = '', ''
-  for i = 1, #f, 2 do
-    if f[i] == 'i' then id = f[i + 1] elseif f[i] == 'm' then members = f[i + 1] end
-  end
-  table.insert(out, string.match(e[1], '^(%d+)'))
-  table.insert(out, id)
-  table.insert(out, members)
-end
-return out
-";
-
-/// KEYS: meta. ARGV: ttl_s. A cursor no later message can be stamped before.
-const TIMEOUT_MARK: &str = r"
-local now = now_us()
-ensure(KEYS[1], now)
-local head = math.max(tonumber(redis.call('HGET', KEYS[1], 'head')), now)
-local hs = string.format('%.0f', head)
-redis.call('HSET', KEYS[1], 'head', hs)
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return hs
-";
+/// The Lua scripts (see each file): `common.lua` is prepended to each.
+const COMMON: &str = include_str!("redis/common.lua");
+const PUBLISH: &str = include_str!("redis/publish.lua");
+const READ: &str = include_str!("redis/read.lua");
+const TIMEOUT_MARK: &str = include_str!("redis/timeout_mark.lua");
 
 /// Connection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,9 +113,9 @@ impl RedisBroker {
             conn: ArcSwapOption::empty(),
             subscribed: AtomicBool::new(false),
             scripts: Scripts {
-                publish: Script::new(&format!("{ENSURE_META}{PUBLISH}")),
-                read: Script::new(&format!("{ENSURE_META}{READ}")),
-                timeout_mark: Script::new(&format!("{ENSURE_META}{TIMEOUT_MARK}")),
+                publish: Script::new(&format!("{COMMON}{PUBLISH}")),
+                read: Script::new(&format!("{COMMON}{READ}")),
+                timeout_mark: Script::new(&format!("{COMMON}{TIMEOUT_MARK}")),
             },
             slots: Sharded::new(),
             relays,
@@ -532,12 +464,23 @@ impl Subscription {
             )
             .await?;
         }
+        // The cache may hold messages that have aged past `max_age` since
+        // it was filled: they are not served, and a cursor before one of
+        // them missed it (this instance's clock; Redis's trims on its own).
+        let cutoff = Timestamp::now().saturating_sub(self.buffer.max_age);
+        let expired_after_cursor = cache
+            .messages
+            .iter()
+            .any(|m| m.timestamp > after && m.timestamp < cutoff);
         let gap = check_gap
-            && ((cache.fresh && after.0 > 0) || after < cache.epoch || after < cache.lost);
+            && ((cache.fresh && after.0 > 0)
+                || after < cache.epoch
+                || after < cache.lost
+                || expired_after_cursor);
         let messages = cache
             .messages
             .iter()
-            .filter(|m| m.timestamp > after)
+            .filter(|m| m.timestamp > after && m.timestamp >= cutoff)
             .take(max)
             .cloned()
             .collect();
@@ -556,7 +499,9 @@ impl Subscription {
             .key(&meta)
             .arg(after.0)
             .arg(count)
-            .arg(RedisBroker::ttl_secs(self.buffer));
+            .arg(RedisBroker::ttl_secs(self.buffer))
+            .arg(self.buffer.max_size)
+            .arg(u64::try_from(self.buffer.max_age.as_micros()).unwrap_or(u64::MAX));
         let fields: Vec<Bytes> = self
             .broker
             .invoke::<Vec<Vec<u8>>>(inv)

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, watch};
 
 use super::message::Timestamp;
-use crate::server::serving_slot;
+use crate::threads::serving_slot;
 
 /// The relay queues of a broker's serving threads, by thread number.
 pub struct Relays {
@@ -171,7 +171,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::server::spawn_thread;
+    use crate::threads::spawn_thread;
 
     const WITHIN: Duration = Duration::from_secs(10);
 

@@ -3,6 +3,11 @@
 //! Every struct denies unknown keys so a typo is an error, not a silently
 //! ignored setting. Nothing here is checked beyond its shape: `validate` turns
 //! these into a [`Config`](super::Config) and collects every semantic error.
+//!
+//! Every key is optional at this level, required ones included: a missing
+//! key is reported by `validate` with its path, and the shape pass (`shape`)
+//! can drop a key whose value does not parse and carry on, without a
+//! "missing field" error that would stop it.
 
 use std::collections::BTreeMap;
 
@@ -33,23 +38,24 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    pub cert: String,
-    pub key: String,
+    pub cert: Option<String>,
+    pub key: Option<String>,
     pub sni: Option<Vec<RawSni>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSni {
-    pub hosts: Vec<String>,
-    pub cert: String,
-    pub key: String,
+    pub hosts: Option<Vec<String>>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_per_client: Option<usize>,
+    pub max_per_address: Option<usize>,
     pub max_per_channel: Option<usize>,
     pub max_total: Option<usize>,
 }
@@ -57,7 +63,7 @@ pub struct RawLimits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientId {
-    pub from: RawClientIdFrom,
+    pub from: Option<RawClientIdFrom>,
     pub header: Option<String>,
 }
 
@@ -71,8 +77,8 @@ pub enum RawClientIdFrom {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuthorize {
-    pub upstream: String,
-    pub path: String,
+    pub upstream: Option<String>,
+    pub path: Option<String>,
     pub timeout: Option<Duration>,
     pub cache: Option<Duration>,
 }
@@ -89,15 +95,16 @@ pub struct RawWebhook {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    pub url: String,
+    pub url: Option<String>,
     pub connect_timeout: Option<Duration>,
     pub ca: Option<String>,
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    pub prefix: String,
+    pub prefix: Option<String>,
     pub methods: Option<Vec<String>>,
     pub host: Option<String>,
     pub upstream: Option<String>,
@@ -128,6 +135,7 @@ pub struct RawCors {
 pub struct RawPoll {
     pub default_timeout: Option<Duration>,
     pub max_timeout: Option<Duration>,
+    pub max_batch_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,5 +171,8 @@ pub struct RawShutdown {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub header_timeout: Option<Duration>,
+    pub body_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
     pub threads: Option<usize>,
 }

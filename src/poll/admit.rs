@@ -4,30 +4,55 @@
 //! by hand.
 
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::broker::ChannelName;
-use crate::config::Limits;
 use crate::sharded::Sharded;
+
+/// Caps on held polls, checked before a poll is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_per_client: usize,
+    /// Per client address, whatever client id the polls carry.
+    pub max_per_address: usize,
+    pub max_per_channel: usize,
+    pub max_total: usize,
+}
 
 /// Which limit refused a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
     #[error("too many polls from this client")]
     Client,
+    #[error("too many polls from this address")]
+    Address,
     #[error("channel at capacity")]
     Channel,
     #[error("server at capacity")]
     Total,
 }
 
-/// Counts of held polls per client, per channel and in total.
+impl LimitError {
+    /// The `limit` label of `pollgate_poll_limit_refusals_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitError::Client => "client",
+            LimitError::Address => "address",
+            LimitError::Channel => "channel",
+            LimitError::Total => "total",
+        }
+    }
+}
+
+/// Counts of held polls per client, per address, per channel and in total.
 pub struct Admission {
     total: AtomicUsize,
     last_logged: std::sync::atomic::AtomicU64,
     suppressed: std::sync::atomic::AtomicU64,
     clients: Counts<String>,
+    addresses: Counts<IpAddr>,
     channels: Counts<ChannelName>,
 }
 
@@ -38,19 +63,22 @@ impl Default for Admission {
             last_logged: std::sync::atomic::AtomicU64::new(0),
             suppressed: std::sync::atomic::AtomicU64::new(0),
             clients: Counts::new(),
+            addresses: Counts::new(),
             channels: Counts::new(),
         }
     }
 }
 
 impl Admission {
-    /// Takes a slot for (`client`, `channel`) if every limit allows it.
+    /// Takes a slot for (`client` at `addr`, `channel`) if every limit
+    /// allows it.
     ///
     /// # Errors
     /// The first limit that is full; nothing is taken then.
     pub fn admit(
         self: &Arc<Self>,
         client: String,
+        addr: IpAddr,
         channel: &ChannelName,
         limits: Limits,
     ) -> Result<Permit, LimitError> {
@@ -63,7 +91,12 @@ impl Admission {
         if !self.channels.try_inc(channel, limits.max_per_channel) {
             return Err(LimitError::Channel);
         }
+        if !self.addresses.try_inc(&addr, limits.max_per_address) {
+            self.channels.dec(channel);
+            return Err(LimitError::Address);
+        }
         if !self.clients.try_inc(&client, limits.max_per_client) {
+            self.addresses.dec(&addr);
             self.channels.dec(channel);
             return Err(LimitError::Client);
         }
@@ -71,6 +104,7 @@ impl Admission {
         Ok(Permit {
             admission: self.clone(),
             client,
+            addr,
             channel: channel.clone(),
         })
     }
@@ -107,6 +141,7 @@ impl Drop for TotalGuard {
 pub struct Permit {
     admission: Arc<Admission>,
     client: String,
+    addr: IpAddr,
     channel: ChannelName,
 }
 
@@ -120,6 +155,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.admission.clients.dec(&self.client);
+        self.admission.addresses.dec(&self.addr);
         self.admission.channels.dec(&self.channel);
         self.admission.total.fetch_sub(1, Ordering::AcqRel);
     }
@@ -169,9 +205,13 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         max_per_client: 2,
+        max_per_address: 3,
         max_per_channel: 3,
         max_total: 4,
     };
+
+    const A1: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const A2: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
 
     fn ch(name: &str) -> ChannelName {
         ChannelName::parse(name).unwrap()
@@ -180,36 +220,55 @@ mod tests {
     #[test]
     fn each_limit_refuses_and_takes_nothing() {
         let a = Arc::new(Admission::default());
-        let p1 = a.admit("c1".into(), &ch("x"), LIMITS).unwrap();
-        let _p2 = a.admit("c1".into(), &ch("x"), LIMITS).unwrap();
+        let p1 = a.admit("c1".into(), A1, &ch("x"), LIMITS).unwrap();
+        let _p2 = a.admit("c1".into(), A1, &ch("x"), LIMITS).unwrap();
         assert_eq!(
-            a.admit("c1".into(), &ch("y"), LIMITS).err(),
+            a.admit("c1".into(), A1, &ch("y"), LIMITS).err(),
             Some(LimitError::Client)
         );
-        let _p3 = a.admit("c2".into(), &ch("x"), LIMITS).unwrap();
+        let _p3 = a.admit("c2".into(), A1, &ch("x"), LIMITS).unwrap();
         assert_eq!(
-            a.admit("c3".into(), &ch("x"), LIMITS).err(),
+            a.admit("c3".into(), A2, &ch("x"), LIMITS).err(),
             Some(LimitError::Channel)
         );
-        let _p4 = a.admit("c3".into(), &ch("y"), LIMITS).unwrap();
+        let _p4 = a.admit("c3".into(), A2, &ch("y"), LIMITS).unwrap();
         assert_eq!(
-            a.admit("c4".into(), &ch("z"), LIMITS).err(),
+            a.admit("c4".into(), A2, &ch("z"), LIMITS).err(),
             Some(LimitError::Total)
         );
         assert_eq!(a.total(), 4, "refusals took no slot");
         drop(p1);
         assert_eq!(a.total(), 3);
-        a.admit("c1".into(), &ch("z"), LIMITS).unwrap();
+        a.admit("c1".into(), A1, &ch("z"), LIMITS).unwrap();
+    }
+
+    #[test]
+    fn an_address_is_capped_whatever_client_ids_it_sends() {
+        let a = Arc::new(Admission::default());
+        let held: Vec<_> = (0..3)
+            .map(|i| {
+                a.admit(format!("tab{i}"), A1, &ch(&format!("c{i}")), LIMITS)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            a.admit("tab9".into(), A1, &ch("c9"), LIMITS).err(),
+            Some(LimitError::Address)
+        );
+        assert_eq!(a.total(), 3, "the refusal took no slot");
+        a.admit("tab9".into(), A2, &ch("c9"), LIMITS).unwrap();
+        drop(held);
     }
 
     #[test]
     fn released_keys_are_forgotten() {
         let a = Arc::new(Admission::default());
         for i in 0..100 {
-            drop(a.admit(format!("c{i}"), &ch("x"), LIMITS).unwrap());
+            drop(a.admit(format!("c{i}"), A1, &ch("x"), LIMITS).unwrap());
         }
         assert_eq!(a.total(), 0);
         let held: usize = a.clients.0.iter().map(|s| s.lock().len()).sum();
-        assert_eq!(held, 0);
+        let addresses: usize = a.addresses.0.iter().map(|s| s.lock().len()).sum();
+        assert_eq!((held, addresses), (0, 0));
     }
 }

@@ -10,10 +10,10 @@ use http::{HeaderMap, Response, StatusCode};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use crate::answer::{self as h, Body};
 use crate::broker::ChannelName;
 use crate::defaults::AUTHORIZE_CACHE_MAX;
-use crate::http::{self as h, Body};
-use crate::proxy::{self, Clients, Peer, ProxyError};
+use crate::proxy::{self, Caller, ProxyError};
 use crate::routes::Authorize;
 
 /// Why a poll was not authorized.
@@ -42,11 +42,10 @@ impl Authorizer {
     pub async fn check(
         &self,
         auth: &Authorize,
-        clients: &Clients,
+        caller: Caller<'_>,
         headers: &HeaderMap,
         channel: &ChannelName,
         client: &str,
-        peer: Peer,
     ) -> Result<(), AuthError> {
         let key = self.key(auth, headers, channel, client);
         let now = Instant::now();
@@ -63,16 +62,9 @@ impl Authorizer {
             auth.path,
             form_urlencoded::byte_serialize(channel.as_str().as_bytes()).collect::<String>()
         );
-        let resp = proxy::subrequest(
-            clients,
-            &auth.upstream,
-            &target,
-            headers,
-            auth.timeout,
-            peer,
-        )
-        .await
-        .map_err(AuthError::Upstream)?;
+        let resp = proxy::subrequest(caller, &auth.upstream, &target, headers, auth.timeout)
+            .await
+            .map_err(AuthError::Upstream)?;
         let status = resp.status();
         if status.is_success() {
             if !auth.cache.is_zero() {

@@ -6,8 +6,16 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::config::ClientIdSource;
 use crate::defaults::CLIENT_ID_MAX;
+
+/// Where a poll's client id comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdSource {
+    /// The client address (after `trusted_proxies`), ignoring any header.
+    Addr,
+    /// This header when present, else the client address.
+    Header(http::HeaderName),
+}
 
 /// A client id header that is too long or has odd characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

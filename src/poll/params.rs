@@ -6,8 +6,18 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::broker::{ChannelName, ChannelNameError, Cursor, Timestamp};
-use crate::config::PollConfig;
 use crate::defaults::POLL_MAX_BATCH;
+
+/// Poll holds and answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollConfig {
+    pub default_timeout: Duration,
+    /// Invariant: `default_timeout <= max_timeout`.
+    pub max_timeout: Duration,
+    /// A batch answer stops before the message that would pass this (it
+    /// always carries one).
+    pub max_batch_bytes: usize,
+}
 
 /// A poll request, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +144,7 @@ mod tests {
     const CONFIG: PollConfig = PollConfig {
         default_timeout: Duration::from_secs(30),
         max_timeout: Duration::from_secs(60),
+        max_batch_bytes: 1024,
     };
 
     fn ok(q: &str) -> PollParams {

@@ -1,42 +1,63 @@
-//! The poll answers' JSON bodies. A single message without a gap reuses the
-//! body rendered once at publish time; the rarer forms are built here.
+//! The poll answers' JSON bodies, as pieces that share the buffered
+//! messages' bytes (see `answer::Frames`): a single message without a gap is
+//! the body rendered once at publish time; a batch is the messages' `data`
+//! between a rendered prefix and suffix, never copied into one buffer here.
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::broker::{Message, Timestamp};
 
 /// `{"status":"message","data":{...},"timestamp":T}` (+ `"gap":true`).
-pub fn single(message: &Message, gap: bool) -> Bytes {
+pub fn single(message: &Message, gap: bool) -> Vec<Bytes> {
     if !gap {
-        return message.single.clone();
+        return vec![message.single.clone()];
     }
-    let mut out = BytesMut::with_capacity(message.data.len() + 80);
-    out.put_slice(b"{\"status\":\"message\",\"data\":");
-    out.put_slice(&message.data);
-    out.put_slice(format!(",\"timestamp\":{},\"gap\":true}}", message.timestamp).as_bytes());
-    out.freeze()
+    vec![
+        Bytes::from_static(b"{\"status\":\"message\",\"data\":"),
+        message.data.clone(),
+        Bytes::from(format!(
+            ",\"timestamp\":{},\"gap\":true}}",
+            message.timestamp
+        )),
+    ]
 }
 
 /// `{"status":"messages","messages":[...],"count":n,"timestamp":T_last}`.
-pub fn batch(messages: &[Arc<Message>], gap: bool) -> Bytes {
-    let size: usize = messages.iter().map(|m| m.data.len() + 1).sum();
-    let mut out = BytesMut::with_capacity(size + 96);
-    out.put_slice(b"{\"status\":\"messages\",\"messages\":[");
+pub fn batch(messages: &[Arc<Message>], gap: bool) -> Vec<Bytes> {
+    let mut pieces = Vec::with_capacity(2 * messages.len() + 1);
+    pieces.push(Bytes::from_static(
+        b"{\"status\":\"messages\",\"messages\":[",
+    ));
     for (i, m) in messages.iter().enumerate() {
         if i > 0 {
-            out.put_u8(b',');
+            pieces.push(Bytes::from_static(b","));
         }
-        out.put_slice(&m.data);
+        pieces.push(m.data.clone());
     }
     let last = messages.last().map(|m| m.timestamp).unwrap_or_default();
-    out.put_slice(format!("],\"count\":{},\"timestamp\":{last}", messages.len()).as_bytes());
-    if gap {
-        out.put_slice(b",\"gap\":true");
-    }
-    out.put_u8(b'}');
-    out.freeze()
+    let gap = if gap { ",\"gap\":true" } else { "" };
+    pieces.push(Bytes::from(format!(
+        "],\"count\":{},\"timestamp\":{last}{gap}}}",
+        messages.len()
+    )));
+    pieces
+}
+
+/// The longest run of `messages`, from the first, whose data fits in
+/// `max_bytes`; never empty when `messages` is not (one message is always
+/// sent, whatever its size, or the client could never get past it).
+pub fn fitting(messages: &[Arc<Message>], max_bytes: usize) -> &[Arc<Message>] {
+    let mut total = 0usize;
+    let fit = messages
+        .iter()
+        .take_while(|m| {
+            total = total.saturating_add(m.data.len());
+            total <= max_bytes
+        })
+        .count();
+    &messages[..fit.max(1).min(messages.len())]
 }
 
 /// `{"status":"timeout","timestamp":T}` (+ `"gap":true` when the cursor was
@@ -59,8 +80,8 @@ mod tests {
         Arc::new(Message::new(uuid::Uuid::nil(), Timestamp(ts), &p))
     }
 
-    fn parse(b: &Bytes) -> Value {
-        serde_json::from_slice(b).unwrap()
+    fn parse(pieces: &[Bytes]) -> Value {
+        serde_json::from_slice(&pieces.concat()).unwrap()
     }
 
     #[test]
@@ -85,9 +106,26 @@ mod tests {
     #[test]
     fn timeout_body() {
         assert_eq!(
-            parse(&timeout(Timestamp(1_500_000), false)),
+            parse(&[timeout(Timestamp(1_500_000), false)]),
             json!({"status":"timeout","timestamp":1.5})
         );
-        assert_eq!(parse(&timeout(Timestamp(1), true))["gap"], true);
+        assert_eq!(parse(&[timeout(Timestamp(1), true)])["gap"], true);
+    }
+
+    #[test]
+    fn a_batch_stops_before_the_message_that_would_pass_the_byte_bound() {
+        let m: Vec<_> = (1..=4).map(|i| message(i * 1_000_000)).collect();
+        let one = m[0].data.len();
+        assert_eq!(fitting(&m, 2 * one).len(), 2);
+        assert_eq!(fitting(&m, 2 * one - 1).len(), 1);
+        assert_eq!(fitting(&m, 1).len(), 1, "one message is always sent");
+        assert_eq!(fitting(&m, usize::MAX).len(), 4);
+        assert!(fitting(&[], 10).is_empty());
+        let body = parse(&batch(fitting(&m, 2 * one), false));
+        assert_eq!(body["count"], 2);
+        assert_eq!(
+            body["timestamp"], 2.0,
+            "the cursor of the last message sent"
+        );
     }
 }

@@ -6,23 +6,26 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::WebhookContext;
+use crate::answer::{self as h, Body, Fault, HttpError};
 use crate::broker::{
     BrokerError, ChannelName, ChannelNameError, PrepareError, Prepared, Published,
 };
-use crate::http::{self as h, Body, Fault, HttpError};
+use crate::metrics::ClientError;
+use crate::server::{BodyFault, RequestBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("invalid channel: {0}")]
     Channel(#[from] ChannelNameError),
     #[error("body is larger than webhook.max_body ({0} bytes)")]
-    TooLarge(u64),
+    TooLarge(usize),
     #[error("could not read the body")]
     Read,
+    #[error("{0}")]
+    ClientBody(BodyFault),
     #[error("{0}")]
     Body(#[from] PrepareError),
     #[error("items[{index}]: {source}")]
@@ -47,6 +50,7 @@ impl HttpError for PublishError {
             PublishError::Item { source, .. } => source.status(),
             PublishError::Channel(_)
             | PublishError::Read
+            | PublishError::ClientBody(_)
             | PublishError::Body(_)
             | PublishError::BatchShape(_)
             | PublishError::NoItems => StatusCode::BAD_REQUEST,
@@ -60,6 +64,7 @@ impl HttpError for PublishError {
             PublishError::Channel(_)
             | PublishError::TooLarge(_)
             | PublishError::Read
+            | PublishError::ClientBody(_)
             | PublishError::Body(_)
             | PublishError::BatchShape(_)
             | PublishError::NoItems => Fault::Client,
@@ -72,7 +77,7 @@ pub(super) fn channel(raw: &str) -> Result<ChannelName, PublishError> {
 }
 
 pub(super) async fn one(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     raw_channel: &str,
     cx: &WebhookContext<'_>,
 ) -> Response<Body> {
@@ -109,7 +114,7 @@ struct BatchItem {
     data: serde_json::Value,
 }
 
-pub(super) async fn batch(req: Request<Incoming>, cx: &WebhookContext<'_>) -> Response<Body> {
+pub(super) async fn batch(req: Request<RequestBody>, cx: &WebhookContext<'_>) -> Response<Body> {
     let result = async {
         let body = read_body(req, cx.config.webhook.max_body).await?;
         let parsed: BatchBody =
@@ -164,6 +169,15 @@ fn respond(
         }
         Err(e) => {
             cx.metrics.published(0, 1);
+            match e {
+                PublishError::ClientBody(BodyFault::Aborted) => {
+                    cx.metrics.client_error(ClientError::body_aborted)
+                }
+                PublishError::ClientBody(BodyFault::Stalled) => {
+                    cx.metrics.client_error(ClientError::body_timeout)
+                }
+                _ => {}
+            }
             h::error_response(&e)
         }
     }
@@ -171,19 +185,21 @@ fn respond(
 
 /// Reads the whole body, refusing more than `max` bytes (before reading, when
 /// Content-Length already says so).
-async fn read_body(req: Request<Incoming>, max: u64) -> Result<Bytes, PublishError> {
+async fn read_body(req: Request<RequestBody>, max: usize) -> Result<Bytes, PublishError> {
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(PublishError::TooLarge(max));
     }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match Limited::new(req.into_body(), limit).collect().await {
+    match Limited::new(req.into_body(), max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(PublishError::TooLarge(max)),
-        Err(_) => Err(PublishError::Read),
+        Err(e) => match e.downcast_ref::<BodyFault>() {
+            Some(fault) => Err(PublishError::ClientBody(*fault)),
+            None => Err(PublishError::Read),
+        },
     }
 }

@@ -9,8 +9,8 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::WebhookContext;
+use crate::answer::{self as h, Body};
 use crate::defaults::{STATUS_CHANNELS, STATUS_MAX_WAIT};
-use crate::http::{self as h, Body};
 
 const PAGE: &str = include_str!("status.html");
 

@@ -1,5 +1,16 @@
-//! Shared HTTP plumbing: the body type every handler returns, JSON
-//! responses, and the one function that turns an error into a response.
+//! What every handler answers with: the body type, JSON responses, the one
+//! function that turns an error into a response, and the per-connection
+//! send queue that bounds what answers may wait for a slow client.
+//!
+//! (Named `answer`, not `http`, so that `http` always means the crate.)
+
+mod frames;
+mod queue;
+
+pub use frames::Frames;
+pub use queue::SendQueue;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -36,7 +47,24 @@ where
 /// A JSON response that no cache may keep: every pollgate-made answer is
 /// about one moment (a message, a timeout, an error).
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(full(body));
+    json_body(status, full(body))
+}
+
+/// A JSON answer made of shared pieces (a poll's messages), counted in the
+/// connection's send `queue` until the connection takes it.
+pub fn json_pieces(
+    status: StatusCode,
+    pieces: impl IntoIterator<Item = Bytes>,
+    queue: Option<Arc<SendQueue>>,
+) -> Response<Body> {
+    let body = Frames::new(pieces, queue)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    json_body(status, body)
+}
+
+fn json_body(status: StatusCode, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -51,6 +79,10 @@ pub enum Fault {
     Client,
     /// The upstream app failed or was slow: worth a warning.
     Upstream,
+    /// A cap turned the request away to protect the app or pollgate (an
+    /// upstream's `max_in_flight`, the poll limits): counted in its own
+    /// metric; logged at debug, since a busy minute would flood the log.
+    Capacity,
     /// pollgate itself: an error.
     Internal,
 }
@@ -66,7 +98,7 @@ pub trait HttpError: std::fmt::Display {
 pub fn error_response(err: &impl HttpError) -> Response<Body> {
     let status = err.status();
     let message = match err.fault() {
-        Fault::Client => {
+        Fault::Client | Fault::Capacity => {
             tracing::debug!(status = status.as_u16(), error = %err, "request rejected");
             err.to_string()
         }
@@ -80,7 +112,8 @@ pub fn error_response(err: &impl HttpError) -> Response<Body> {
         }
     };
     let mut resp = json(status, error_body(&message));
-    if status == StatusCode::TOO_MANY_REQUESTS {
+    // A refusal by a cap says when to come back.
+    if err.fault() == Fault::Capacity {
         resp.headers_mut().insert(
             http::header::RETRY_AFTER,
             HeaderValue::from(crate::defaults::RETRY_AFTER_SECS),

@@ -1,0 +1,153 @@
+//! One connection's send queue: the bytes of answers rendered for it and
+//! not yet taken by it (Envoy's per-connection buffer limit).
+//!
+//! HTTP/1 takes one answer at a time, so there it is one answer. HTTP/2
+//! multiplexes: 200 streams of a client that never sends WINDOW_UPDATE each
+//! had a whole answer rendered and waiting (measured: +489 MB for one
+//! connection). With a queue, a connection past `limit` gets no more answers
+//! rendered until it drains ([`SendQueue::room`]), and one that stops taking
+//! bytes is found by [`SendQueue::stalled`] and closed.
+//!
+//! Bodies count themselves in (`Frames` adds its length when built) and out
+//! (as hyper, or the lean writer, takes each frame; what is left when a body
+//! is dropped unsent). The counts are atomics: a body lives on the
+//! connection's thread, the queue is read by the stall watch on the same one.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+pub struct SendQueue {
+    queued: AtomicUsize,
+    limit: usize,
+    /// Bumped by every frame taken: the stall watch compares it.
+    taken: AtomicU64,
+    /// Woken when bytes leave the queue (a poll waiting for room).
+    drained: Notify,
+    /// Woken when the queue goes from empty to not (the stall watch).
+    filled: Notify,
+}
+
+impl SendQueue {
+    pub fn new(limit: usize) -> SendQueue {
+        SendQueue {
+            queued: AtomicUsize::new(0),
+            limit,
+            taken: AtomicU64::new(0),
+            drained: Notify::new(),
+            filled: Notify::new(),
+        }
+    }
+
+    /// Bytes rendered and not yet taken.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether the next answer should wait for [`SendQueue::room`].
+    pub fn is_full(&self) -> bool {
+        self.queued() >= self.limit
+    }
+
+    /// An answer of `n` bytes was rendered for this connection.
+    pub(super) fn add(&self, n: usize) {
+        if self.queued.fetch_add(n, Ordering::AcqRel) == 0 && n > 0 {
+            self.filled.notify_one();
+        }
+    }
+
+    /// The connection took `n` bytes (a frame).
+    pub(super) fn take(&self, n: usize) {
+        self.taken.fetch_add(1, Ordering::AcqRel);
+        self.leave(n);
+    }
+
+    /// `n` bytes leave without being taken (the body was dropped).
+    pub(super) fn leave(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    /// Resolves once the queue is under its limit: the moment to render
+    /// the next answer.
+    pub async fn room(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if !self.is_full() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Resolves when bytes have been waiting and none was taken for
+    /// `timeout`: the connection has stopped reading (or, on HTTP/2, stopped
+    /// granting window). Pending for ever while the queue moves or is empty.
+    pub async fn stalled(&self, timeout: Duration) {
+        loop {
+            if self.queued() == 0 {
+                self.filled.notified().await;
+                continue;
+            }
+            let before = self.taken.load(Ordering::Acquire);
+            tokio::time::sleep(timeout).await;
+            if self.queued() > 0 && self.taken.load(Ordering::Acquire) == before {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_waits_for_room_and_a_still_one_is_stalled() {
+        let q = std::sync::Arc::new(SendQueue::new(100));
+        q.add(150);
+        let room = tokio::spawn({
+            let q = q.clone();
+            async move { q.room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!room.is_finished(), "over the limit: no room");
+        q.take(60);
+        room.await.unwrap();
+
+        // 90 bytes wait and nothing is taken: stalled after the timeout.
+        let waited = tokio::time::Instant::now();
+        q.stalled(Duration::from_secs(30)).await;
+        assert!(waited.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_moving_queue_is_not_stalled() {
+        let q = std::sync::Arc::new(SendQueue::new(100));
+        q.add(1_000);
+        let mover = tokio::spawn({
+            let q = q.clone();
+            async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    q.take(100);
+                }
+            }
+        });
+        let stalled =
+            tokio::time::timeout(Duration::from_secs(190), q.stalled(Duration::from_secs(30)));
+        assert!(stalled.await.is_err(), "a frame every 20 s is progress");
+        mover.await.unwrap();
+        assert_eq!(q.queued(), 0);
+        let idle =
+            tokio::time::timeout(Duration::from_secs(300), q.stalled(Duration::from_secs(30)));
+        assert!(idle.await.is_err(), "an empty queue is not stalled");
+    }
+}

@@ -1,0 +1,214 @@
+//! The file's shape, every fault of it in one run.
+//!
+//! serde stops at the first key it does not know or value it cannot parse,
+//! so a file with a typo'd key and a bad duration used to report one of the
+//! two. Here the text is read into a YAML tree once, then deserialized into
+//! the raw schema again and again: each time serde stops, the fault is noted
+//! with its key path, the key at fault is taken out of the tree, and the next
+//! try goes past it. Every raw key is optional (see `raw`), so taking one out
+//! never makes a new fault; what the taking out hides from the semantic
+//! checks is reported by `removed`, so they can keep quiet about it.
+
+use serde_path_to_error::Segment;
+use serde_yaml::{Mapping, Value};
+
+use super::raw::RawConfig;
+
+/// Faults noted before the file is given up on: a file with more is not a
+/// config with typos but something else, and the list would not help.
+const MAX_FAULTS: usize = 50;
+
+/// One shape fault: where, and what serde said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Fault {
+    /// Key path, such as `routes[2].timeout`.
+    pub path: String,
+    pub message: String,
+}
+
+/// What the shape pass found.
+pub(super) struct Shaped {
+    /// The file without the keys at fault; `None` only past `MAX_FAULTS`
+    /// or when a fault could not be taken out (the whole document is of
+    /// the wrong type).
+    pub raw: Option<RawConfig>,
+    pub faults: Vec<Fault>,
+    /// Paths taken out of the tree (each a map key).
+    pub removed: Vec<String>,
+}
+
+/// Deserializes `tree` into the raw schema, noting and removing every fault.
+pub(super) fn read(mut tree: Value) -> Shaped {
+    let mut faults = Vec::new();
+    let mut removed = Vec::new();
+    while faults.len() < MAX_FAULTS {
+        let error = match serde_path_to_error::deserialize::<_, RawConfig>(tree.clone()) {
+            Ok(raw) => {
+                return Shaped {
+                    raw: Some(raw),
+                    faults,
+                    removed,
+                }
+            }
+            Err(e) => e,
+        };
+        let segments: Vec<Segment> = error.path().iter().cloned().collect();
+        faults.push(Fault {
+            path: render(&segments),
+            message: error.into_inner().to_string(),
+        });
+        // The nearest key at or above the fault: a bad list item takes its
+        // whole list out, so the indices of later faults stay true.
+        let Some(key_at) = segments
+            .iter()
+            .rposition(|s| matches!(s, Segment::Map { .. }))
+        else {
+            break;
+        };
+        if !remove(&mut tree, &segments[..=key_at]) {
+            break;
+        }
+        removed.push(render(&segments[..=key_at]));
+    }
+    Shaped {
+        raw: None,
+        faults,
+        removed,
+    }
+}
+
+/// `routes[2].timeout` from serde's segments.
+fn render(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        match s {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Removes the key the last of `path` names from its mapping; false when the
+/// path does not lead there.
+fn remove(tree: &mut Value, path: &[Segment]) -> bool {
+    let Some((Segment::Map { key }, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, Value::Mapping(map)) => match find(map, key) {
+                Some(k) => match map.get_mut(&k) {
+                    Some(v) => v,
+                    None => return false,
+                },
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    let Value::Mapping(map) = node else {
+        return false;
+    };
+    match find(map, key) {
+        Some(k) => map.remove(&k).is_some(),
+        None => false,
+    }
+}
+
+/// The mapping's key that serde names `key` (YAML keys need not be strings).
+fn find(map: &Mapping, key: &str) -> Option<Value> {
+    map.keys()
+        .find(|k| match k {
+            Value::String(s) => s == key,
+            Value::Number(n) => n.to_string() == key,
+            Value::Bool(b) => b.to_string() == key,
+            _ => false,
+        })
+        .cloned()
+}
+
+/// Whether `a` and `b` are the same key path or one lies under the other.
+pub(super) fn overlaps(a: &str, b: &str) -> bool {
+    let under = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    under(a, b) || under(b, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn faults(text: &str) -> Vec<(String, String)> {
+        let shaped = read(serde_yaml::from_str(text).unwrap());
+        shaped
+            .faults
+            .into_iter()
+            .map(|f| (f.path, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn every_unknown_key_and_bad_value_is_found_in_one_pass() {
+        let f = faults(
+            "colour: red\nroutes:\n  - { prefix: /a/, timeout: 30, shade: x }\n  - { prefix: /b/, methods: [GET, [1]] }\nbroker: { kind: nope }\n",
+        );
+        let mut paths: Vec<&str> = f.iter().map(|(p, _)| p.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "broker.kind",
+                "colour",
+                "routes[0].shade",
+                "routes[0].timeout",
+                "routes[1].methods[1]",
+            ]
+        );
+        let message = |path: &str| &f.iter().find(|(p, _)| p == path).unwrap().1;
+        assert!(
+            message("colour").contains("unknown field `colour`"),
+            "{f:?}"
+        );
+        assert!(message("routes[0].timeout").contains("add a unit"), "{f:?}");
+    }
+
+    #[test]
+    fn a_clean_file_has_no_faults_and_what_was_removed_is_known() {
+        let shaped =
+            read(serde_yaml::from_str("routes:\n  - { prefix: /a/, poll: {} }\n").unwrap());
+        assert!(shaped.faults.is_empty() && shaped.raw.is_some());
+        let shaped = read(serde_yaml::from_str("routes: 5\nlisten: x\n").unwrap());
+        assert_eq!(shaped.removed, ["routes"]);
+        assert!(shaped.raw.is_some(), "the rest is still read");
+    }
+
+    #[test]
+    fn a_document_of_the_wrong_type_is_one_fault() {
+        let shaped = read(serde_yaml::from_str("- a\n- b\n").unwrap());
+        assert_eq!(shaped.faults.len(), 1);
+        assert!(shaped.raw.is_none());
+    }
+
+    #[test]
+    fn overlapping_paths() {
+        assert!(overlaps("upstreams.app.url", "upstreams.app"));
+        assert!(overlaps("routes", "routes[0].prefix"));
+        assert!(overlaps("a.b", "a.b"));
+        assert!(!overlaps("routes[1]", "routes[10]"));
+        assert!(!overlaps("upstreams.app", "upstreams.apple"));
+    }
+}

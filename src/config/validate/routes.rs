@@ -1,0 +1,311 @@
+//! Upstreams and routes: the part of the file that says where each
+//! request goes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Scheme, Uri};
+use http::Method;
+
+use super::super::raw::{RawAuthorize, RawCors, RawRoute, RawUpstream};
+use super::Validator;
+use crate::defaults;
+use crate::routes::{Authorize, Cors, PollRoute, Route, RouteAction, RouteTable, Upstream};
+
+/// Upstreams by name; `None` for one the file declares but that has an
+/// error of its own (already reported), so that routes naming it are not
+/// reported again.
+pub(super) type Upstreams = BTreeMap<String, Option<Arc<Upstream>>>;
+
+impl Validator {
+    pub(super) fn upstreams(&mut self, raw: &BTreeMap<String, RawUpstream>) -> Upstreams {
+        let mut out = BTreeMap::new();
+        for (name, up) in raw {
+            out.insert(name.clone(), self.upstream(name, up).map(Arc::new));
+        }
+        out
+    }
+
+    fn upstream(&mut self, name: &str, up: &RawUpstream) -> Option<Upstream> {
+        let path = format!("upstreams.{name}");
+        let connect_timeout = up
+            .connect_timeout
+            .map_or(defaults::CONNECT_TIMEOUT, |d| d.0);
+        self.positive(&format!("{path}.connect_timeout"), connect_timeout);
+        let max_in_flight = up.max_in_flight.unwrap_or(defaults::UPSTREAM_MAX_IN_FLIGHT);
+        if max_in_flight == 0 {
+            self.fail(&format!("{path}.max_in_flight"), "must be at least 1");
+        }
+        let url = self.required(
+            &format!("{path}.url"),
+            &up.url,
+            "the app's address, like \"http://127.0.0.1:3000\"",
+        )?;
+        let (scheme, authority) = self.upstream_url(&format!("{path}.url"), url)?;
+        let ca_file = up.ca.as_ref().map(std::path::PathBuf::from);
+        let ca = match &ca_file {
+            Some(file) if scheme == Scheme::HTTPS => match crate::tls::load_roots(file) {
+                Ok(roots) => Some(roots),
+                Err(e) => {
+                    self.fail(&format!("{path}.ca"), e.to_string());
+                    None
+                }
+            },
+            Some(_) => {
+                self.fail(&format!("{path}.ca"), "applies to https:// upstreams only");
+                None
+            }
+            None => None,
+        };
+        Some(Upstream {
+            name: name.to_owned(),
+            scheme,
+            authority,
+            connect_timeout,
+            max_in_flight: max_in_flight.max(1),
+            ca_file,
+            ca,
+        })
+    }
+
+    fn upstream_url(&mut self, path: &str, url: &str) -> Option<(Scheme, http::uri::Authority)> {
+        let uri: Uri = match url.parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                self.fail(path, format!("{url:?} is not a URL: {e}"));
+                return None;
+            }
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            self.fail(
+                path,
+                format!("{url:?} needs a scheme and host, like \"http://127.0.0.1:3000\""),
+            );
+            return None;
+        };
+        if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
+            self.fail(
+                path,
+                format!("scheme {scheme:?} is not supported: use http:// or https://"),
+            );
+            return None;
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            self.fail(
+                path,
+                "must not have a path or query: requests keep their own path (put path rules in routes)",
+            );
+            return None;
+        }
+        Some((scheme.clone(), authority.clone()))
+    }
+
+    pub(super) fn routes(&mut self, raw: &[RawRoute], upstreams: &Upstreams) -> RouteTable {
+        if raw.is_empty() {
+            self.fail(
+                "routes",
+                "at least one route is required, e.g. `- { prefix: /api/poll/, poll: {} }`",
+            );
+        }
+        let mut seen = HashSet::new();
+        let mut routes = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let prefix = self
+                .required(
+                    &format!("{path}.prefix"),
+                    &r.prefix,
+                    "the path prefix, like /api/",
+                )
+                .cloned();
+            if let Some(prefix) = prefix.as_ref().filter(|p| !p.starts_with('/')) {
+                self.fail(
+                    &format!("{path}.prefix"),
+                    format!("{prefix:?} must start with /"),
+                );
+            }
+            let methods = r.methods.as_ref().map(|list| {
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(j, m)| self.method(&format!("{path}.methods[{j}]"), m))
+                    .collect::<Vec<_>>()
+            });
+            if methods.as_ref().is_some_and(|m| m.is_empty()) {
+                self.fail(
+                    &format!("{path}.methods"),
+                    "an empty list matches nothing: remove the key to accept every method",
+                );
+            }
+            let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
+            let mut method_key: Vec<String> =
+                methods.iter().flatten().map(|m| m.to_string()).collect();
+            method_key.sort();
+            if !seen.insert((prefix.clone(), host.clone(), method_key)) {
+                self.fail(
+                    &format!("{path}.prefix"),
+                    format!(
+                        "{:?} is already routed (same host and methods) by an earlier route",
+                        prefix.as_deref().unwrap_or_default()
+                    ),
+                );
+            }
+            let action = self.action(&path, r, upstreams);
+            let (Some(prefix), Some(action)) = (prefix, action) else {
+                continue;
+            };
+            routes.push(Route::new(prefix, methods, host, action));
+        }
+        RouteTable::new(routes)
+    }
+
+    fn method(&mut self, path: &str, name: &str) -> Option<Method> {
+        let upper = name.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                self.fail(path, format!("{name:?} is not an HTTP method"));
+                None
+            }
+        }
+    }
+
+    fn action(&mut self, path: &str, r: &RawRoute, upstreams: &Upstreams) -> Option<RouteAction> {
+        match (&r.upstream, &r.poll) {
+            (Some(name), None) => {
+                let Some(upstream) = upstreams.get(name) else {
+                    let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                    self.fail(
+                        &format!("{path}.upstream"),
+                        format!(
+                            "unknown upstream {name:?} (defined: {})",
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                    return None;
+                };
+                let timeout = r.timeout.map_or(defaults::ROUTE_TIMEOUT, |d| d.0);
+                self.positive(&format!("{path}.timeout"), timeout);
+                // Declared but broken: its own error says why.
+                let upstream = upstream.clone()?;
+                Some(RouteAction::Proxy { upstream, timeout })
+            }
+            (None, Some(poll)) => {
+                if r.timeout.is_some() {
+                    self.fail(&format!("{path}.timeout"), "applies to upstream routes only; poll holds are set by poll.default_timeout / poll.max_timeout");
+                }
+                let cors = poll
+                    .cors
+                    .as_ref()
+                    .map(|c| self.cors(&format!("{path}.poll.cors"), c));
+                let client_id = poll
+                    .client_id
+                    .as_ref()
+                    .and_then(|c| self.client_id(&format!("{path}.poll.client_id"), c));
+                let authorize = poll
+                    .authorize
+                    .as_ref()
+                    .and_then(|a| self.authorize(&format!("{path}.poll.authorize"), a, upstreams));
+                Some(RouteAction::Poll(PollRoute {
+                    cors,
+                    client_id,
+                    authorize,
+                }))
+            }
+            (Some(_), Some(_)) => {
+                self.fail(
+                    path,
+                    "has both `upstream` and `poll`: a route either forwards or holds",
+                );
+                None
+            }
+            (None, None) => {
+                self.fail(
+                    path,
+                    "needs `upstream: NAME` (forward) or `poll: {}` (long poll)",
+                );
+                None
+            }
+        }
+    }
+
+    fn authorize(
+        &mut self,
+        path: &str,
+        raw: &RawAuthorize,
+        upstreams: &Upstreams,
+    ) -> Option<Authorize> {
+        let name = self.required(
+            &format!("{path}.upstream"),
+            &raw.upstream,
+            "the upstream to ask",
+        );
+        let check = self.required(
+            &format!("{path}.path"),
+            &raw.path,
+            "the path to ask, like /auth/poll",
+        );
+        let upstream = match name.map(|n| (n, upstreams.get(n))) {
+            Some((_, Some(known))) => known.clone(),
+            Some((name, None)) => {
+                self.fail(
+                    &format!("{path}.upstream"),
+                    format!("unknown upstream {name:?}"),
+                );
+                None
+            }
+            None => None,
+        };
+        let check = check?;
+        if !check.starts_with('/') || check.contains('?') {
+            self.fail(
+                &format!("{path}.path"),
+                format!("{check:?} must start with / and have no query"),
+            );
+            return None;
+        }
+        let timeout = raw.timeout.map_or(defaults::AUTHORIZE_TIMEOUT, |d| d.0);
+        self.positive(&format!("{path}.timeout"), timeout);
+        Some(Authorize {
+            upstream: upstream?,
+            path: check.clone(),
+            timeout,
+            cache: raw.cache.map_or(Duration::ZERO, |d| d.0),
+        })
+    }
+
+    fn cors(&mut self, path: &str, raw: &RawCors) -> Cors {
+        if raw.allow_origins.is_empty() {
+            self.fail(
+                &format!("{path}.allow_origins"),
+                "list at least one origin, like \"https://app.example\"",
+            );
+        }
+        for (i, origin) in raw.allow_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || origin.parse::<Uri>().is_ok_and(|u| {
+                    u.scheme().is_some() && u.authority().is_some() && matches!(u.path(), "" | "/")
+                });
+            if !ok {
+                self.fail(
+                    &format!("{path}.allow_origins[{i}]"),
+                    format!("{origin:?} is not an origin: write scheme://host[:port] or \"*\""),
+                );
+            }
+        }
+        Cors {
+            allow_origins: raw
+                .allow_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect(),
+            allow_headers: raw.allow_headers.clone().unwrap_or_default(),
+            max_age: raw.max_age.map_or(defaults::CORS_MAX_AGE, |d| d.0),
+            allow_credentials: raw.allow_credentials.unwrap_or(false),
+        }
+    }
+}

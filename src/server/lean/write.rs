@@ -1,0 +1,222 @@
+//! Writing an answer on the lean path: the head and, for nearly every poll
+//! answer, the body in one buffer and one system call; a larger body frame
+//! by frame, each write bounded by `server.write_timeout`.
+//!
+//! Framing follows the body: a known length is `Content-Length`; an unknown
+//! one (an authorization app's refusal passed through) is chunked on
+//! HTTP/1.1, and on HTTP/1.0 runs to the connection's close.
+
+use std::io;
+
+use bytes::Bytes;
+use http::header;
+use http::{Response, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+
+use crate::answer::Body;
+use crate::defaults::LEAN_COALESCE_BYTES;
+
+/// How the body's end is told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 with no known length: the end of the connection.
+    Close,
+}
+
+/// Why writing stopped.
+#[derive(Debug)]
+pub(super) enum WriteError {
+    /// The socket failed or the client took nothing for `write_timeout`.
+    Io(io::Error),
+    /// The body failed mid-way (an upstream that stalled or broke); the
+    /// client sees a cut answer.
+    Body,
+}
+
+impl From<io::Error> for WriteError {
+    fn from(e: io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
+/// Writes `resp`; returns whether the connection may carry another request
+/// (`keep_alive`, unless the framing needs the close).
+pub(super) async fn answer(
+    stream: &TcpStream,
+    resp: Response<Body>,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    timeout: std::time::Duration,
+) -> Result<bool, WriteError> {
+    let (parts, mut body) = resp.into_parts();
+    let framing = match (body.size_hint().exact(), version) {
+        (Some(n), _) => Framing::Length(n),
+        (None, Version::HTTP_11) => Framing::Chunked,
+        (None, _) => Framing::Close,
+    };
+    let keep_alive = keep_alive && framing != Framing::Close;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date::with_now(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked if !head_only => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Chunked | Framing::Close => {}
+    }
+    match (keep_alive, version) {
+        (false, _) => out.extend_from_slice(b"connection: close\r\n"),
+        (true, Version::HTTP_10) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        (true, _) => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    if head_only {
+        write_all(stream, &out, timeout).await?;
+        return Ok(keep_alive);
+    }
+    let mut written: u64 = 0;
+    let mut pending = Some(out);
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(_)) => {
+                if let Some(head) = pending.take() {
+                    // Nothing is out yet: the head alone, then the cut.
+                    write_all(stream, &head, timeout).await?;
+                }
+                return Err(WriteError::Body);
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // Trailers: not sent on the lean path.
+        };
+        written += data.len() as u64;
+        if let Framing::Length(n) = framing {
+            if written > n {
+                return Err(WriteError::Body);
+            }
+        }
+        let data = match framing {
+            Framing::Chunked => chunk(&data),
+            Framing::Length(_) | Framing::Close => data,
+        };
+        match pending.as_mut() {
+            // Small answers: head and body go out together.
+            Some(head) if head.len() + data.len() <= LEAN_COALESCE_BYTES => {
+                head.extend_from_slice(&data);
+            }
+            Some(_) => {
+                if let Some(head) = pending.take() {
+                    write_all(stream, &head, timeout).await?;
+                }
+                write_all(stream, &data, timeout).await?;
+            }
+            None => write_all(stream, &data, timeout).await?,
+        }
+    }
+    if let Framing::Length(n) = framing {
+        if written != n {
+            return Err(WriteError::Body);
+        }
+    }
+    let mut last = pending.unwrap_or_default();
+    if framing == Framing::Chunked {
+        last.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !last.is_empty() {
+        write_all(stream, &last, timeout).await?;
+    }
+    Ok(keep_alive)
+}
+
+/// One chunk of a chunked body.
+fn chunk(data: &Bytes) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 12);
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+/// Writes all of `data`; each wait for the socket to take more is bounded
+/// by `timeout` (a client that stops reading is cut off, and the answer it
+/// held is freed).
+async fn write_all(
+    stream: &TcpStream,
+    mut data: &[u8],
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        match stream.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(timeout, stream.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no answer bytes were taken within server.write_timeout",
+                        ))
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The `Date` header's value, formatted once a second per thread (as hyper does).
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+
+    pub fn with_now(f: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with_borrow_mut(|(at, text)| {
+            if *at != second {
+                *at = second;
+                *text = httpdate::fmt_http_date(now);
+            }
+            f(text.as_bytes());
+        });
+    }
+}
