@@ -2,11 +2,9 @@
 //! Debian's chromium and `npm ci` in examples/chat; .ci/run provides both and
 //! sets POLLGATE_REQUIRE_BROWSER=1, so CI never skips this.
 
-mod support;
-
 use std::path::PathBuf;
 
-use support::*;
+use crate::support::*;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

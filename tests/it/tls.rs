@@ -1,17 +1,15 @@
 //! TLS termination with certificates generated at test time.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::certs::{Ca, Leaf};
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::{CertificateDer, ServerName};
-use support::certs::{Ca, Leaf};
-use support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -236,7 +234,7 @@ fn bad_files_are_reported_by_check() {
 async fn an_https_upstream_is_verified_against_its_ca() {
     let site = Site::new();
     let leaf = site.ca.leaf(&["localhost"]);
-    let up = support::upstream::Upstream::start_tls("secure", &leaf).await;
+    let up = crate::support::upstream::Upstream::start_tls("secure", &leaf).await;
     let ca_file = site.dir.path().join("ca.pem");
     std::fs::write(&ca_file, site.ca.pem()).unwrap();
     let config = format!(

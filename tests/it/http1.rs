@@ -1,10 +1,8 @@
 //! Long polls over HTTP/1 on one raw connection: the lean path that serves
 //! them, and its hand-over to the full server for everything else.
 
-mod support;
-
-use support::raw::{answer, closed, connect, get_on, send};
-use support::*;
+use crate::support::raw::{answer, closed, connect, get_on, send};
+use crate::support::*;
 
 #[tokio::test]
 async fn a_poll_then_a_proxied_upload_share_one_keep_alive_connection() {

@@ -1,8 +1,6 @@
 //! The `pollgate` binary: `check`, refusing a bad config, flags.
 
-mod support;
-
-use support::{check, pollgate_bin as pollgate};
+use crate::support::{check, pollgate_bin as pollgate};
 
 fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("pollgate.yaml");

@@ -1,13 +1,11 @@
 //! The Redis broker: the broker contract, several instances sharing
 //! channels, and what happens when Redis goes away or loses its data.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::redis::{broker_yaml, prefix, shared_url, RedisServer};
+use crate::support::*;
 use serde_json::{json, Value};
-use support::redis::{broker_yaml, prefix, shared_url, RedisServer};
-use support::*;
 
 /// The wire contract every broker must keep, checked through real listeners.
 async fn broker_contract(extra: &str) {
@@ -291,7 +289,7 @@ async fn lost_history_is_a_gap_not_a_silent_skip() {
 /// instances share them as with a single Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_works_like_a_single_redis() {
-    let Some(cluster) = support::redis::RedisCluster::start().await else {
+    let Some(cluster) = crate::support::redis::RedisCluster::start().await else {
         assert!(
             std::env::var("POLLGATE_REQUIRE_REDIS").is_err(),
             "redis-server and redis-cli are required"

@@ -1,16 +1,14 @@
 //! Operations: metrics that move, health endpoints, and the signal-driven
 //! lifecycle of the real binary.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::raw;
+use crate::support::*;
 use serde_json::json;
-use support::raw;
-use support::*;
 
 /// `name{labels}` -> value, from the Prometheus text format.
 fn scrape(text: &str) -> HashMap<String, f64> {

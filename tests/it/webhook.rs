@@ -1,11 +1,9 @@
 //! The internal webhook listener: publishing and its error answers.
 
-mod support;
-
+use crate::support::*;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{json, Value};
-use support::*;
 
 #[tokio::test]
 async fn publish_with_nobody_waiting_is_buffered() {

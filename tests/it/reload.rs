@@ -1,11 +1,9 @@
 //! Hot reload: the config file is watched and swapped atomically.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use support::*;
+use crate::support::*;
 
 fn two_upstreams(a: std::net::SocketAddr, b: std::net::SocketAddr, target: &str) -> String {
     format!(

@@ -2,9 +2,7 @@
 //! pollgate. Needs Node 18+; .ci/run installs it and sets
 //! POLLGATE_REQUIRE_NODE=1 so this never skips there.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_client_passes_its_tests() {

@@ -1,10 +1,8 @@
 //! The deployment recipes in deploy/ are checked, not just shipped.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn the_nginx_recipe_passes_nginx_t() {

@@ -1,12 +1,10 @@
 //! `pollgate publish` and `pollgate tail` against a running pollgate.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 
-use support::pollgate_bin as pollgate;
-use support::*;
+use crate::support::pollgate_bin as pollgate;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_prints_the_id_and_timestamp_and_fails_loudly() {
