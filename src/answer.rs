@@ -8,7 +8,7 @@ mod frames;
 mod queue;
 
 pub use frames::Frames;
-pub use queue::SendQueue;
+pub use queue::{QueueClosed, SendQueue};
 
 use std::sync::Arc;
 

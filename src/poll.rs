@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::answer::{self as h, Body, Fault, HttpError, SendQueue};
+use crate::answer::{self as h, Body, Fault, HttpError, QueueClosed, SendQueue};
 use crate::broker::{Broker, BrokerError, ChannelName, Cursor, Timestamp};
 use crate::config::Config;
 use crate::metrics::{HeldGuard, Metrics, PollOutcome};
@@ -305,9 +305,13 @@ async fn hold(
             if !read.messages.is_empty() {
                 if let Some(queue) = cx.queue.filter(|q| q.is_full()) {
                     // The connection has answers enough waiting: render this
-                    // one once it drains (or the stall watch closes it).
+                    // one once it drains. If it ends first (the stall watch
+                    // closed it), render nothing: the server drops this
+                    // request with its connection.
                     drop(read);
-                    Box::pin(room(queue, cx.shutdown)).await;
+                    if Box::pin(room(queue, cx.shutdown)).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                     continue;
                 }
                 outcome.set(if read.gap {
@@ -351,10 +355,10 @@ async fn hold(
 }
 
 /// Waits until the connection's send queue has room, or shutdown.
-async fn room(queue: &SendQueue, shutdown: &CancellationToken) {
+async fn room(queue: &SendQueue, shutdown: &CancellationToken) -> Result<(), QueueClosed> {
     tokio::select! {
-        _ = queue.room() => {}
-        _ = shutdown.cancelled() => {}
+        room = queue.room() => room,
+        _ = shutdown.cancelled() => Ok(()),
     }
 }
 

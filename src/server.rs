@@ -19,7 +19,8 @@
 //!   preface or a TLS client that stops half-way);
 //! - request heads and idle keep-alive (HTTP/1): `header_timeout`;
 //! - HTTP/2: a PING after `header_timeout / 2` of silence, closed when not
-//!   answered within as long again; at most `H2_MAX_STREAMS` streams, and a
+//!   answered within as long again; closed after `header_timeout` with no
+//!   stream open (idle keep-alive); at most `H2_MAX_STREAMS` streams, and a
 //!   client that cancels more than `H2_MAX_RESETS_PER_SEC` a second is cut
 //!   off (rapid reset);
 //! - writing: a write that makes no progress for `write_timeout` closes the
@@ -57,7 +58,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use crate::answer::{Body, SendQueue};
+use crate::answer::{self, Body, SendQueue};
 use crate::defaults::{
     self, ACCEPT_ERROR_BACKOFF, CONNECTION_QUEUE_BYTES, H2_MAX_PENDING_RESETS, H2_MAX_STREAMS,
     H2_STREAM_SEND_BUFFER, MAX_HEADERS, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT,
@@ -335,7 +336,7 @@ impl Conn {
             // Debug level: free when off, and every log line of the request nests under it.
             let span =
                 tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
-            let request = requests.request();
+            let mut request = requests.request();
             let (parts, body) = req.into_parts();
             let (body, watch) = RequestBody::new(body, settings.body_timeout);
             let mut req = Request::from_parts(parts, body);
@@ -345,8 +346,14 @@ impl Conn {
             let fut = handler(req, info.clone()).instrument(span);
             async move {
                 let resp = fut.await;
-                request.answered();
-                Ok::<_, Infallible>(resp)
+                request.responded();
+                // In flight until the answer's body is done with.
+                Ok::<_, Infallible>(resp.map(|body| {
+                    answer::stream(InFlight {
+                        body,
+                        _request: request,
+                    })
+                }))
             }
         });
         let io = WriteDeadline::new(io, settings.write_timeout);
@@ -364,11 +371,41 @@ impl Conn {
             _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
             _ = state.queue().stalled(settings.write_timeout) => Some(ClientError::write_timeout),
             _ = state.rapid_reset() => Some(ClientError::rapid_reset),
+            // Idle (HTTP/2 with no stream open; hyper's own head timeout
+            // ends an idle HTTP/1 connection first): not a fault.
+            _ = state.idle_for(settings.header_timeout) => None,
         };
+        state.queue().close();
         if let Some(fault) = ended {
             debug!(?fault, "connection closed");
             metrics.client_error(fault);
         }
         drop(slot);
+    }
+}
+
+/// An answer's body with its request's place among those in flight.
+struct InFlight {
+    body: Body,
+    _request: conn::Request,
+}
+
+impl http_body::Body for InFlight {
+    type Data = bytes::Bytes;
+    type Error = answer::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -13,7 +13,7 @@
 //! is dropped unsent). The counts are atomics: a body lives on the
 //! connection's thread, the queue is read by the stall watch on the same one.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -28,7 +28,13 @@ pub struct SendQueue {
     drained: Notify,
     /// Woken when the queue goes from empty to not (the stall watch).
     filled: Notify,
+    /// The connection has ended: nothing more is to be rendered for it.
+    closed: AtomicBool,
 }
+
+/// The connection a queue belonged to has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueClosed;
 
 impl SendQueue {
     pub fn new(limit: usize) -> SendQueue {
@@ -38,7 +44,15 @@ impl SendQueue {
             taken: AtomicU64::new(0),
             drained: Notify::new(),
             filled: Notify::new(),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// The connection has ended: requests still waiting for room learn it
+    /// (and render nothing for a connection that is gone).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.drained.notify_waiters();
     }
 
     /// Bytes rendered and not yet taken.
@@ -46,9 +60,10 @@ impl SendQueue {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Whether the next answer should wait for [`SendQueue::room`].
+    /// Whether the next answer should wait for [`SendQueue::room`] (a
+    /// closed queue never has room).
     pub fn is_full(&self) -> bool {
-        self.queued() >= self.limit
+        self.queued() >= self.limit || self.closed.load(Ordering::Acquire)
     }
 
     /// An answer of `n` bytes was rendered for this connection.
@@ -75,13 +90,19 @@ impl SendQueue {
 
     /// Resolves once the queue is under its limit: the moment to render
     /// the next answer.
-    pub async fn room(&self) {
+    ///
+    /// # Errors
+    /// [`QueueClosed`] when the connection ends first.
+    pub async fn room(&self) -> Result<(), QueueClosed> {
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(QueueClosed);
+            }
             if !self.is_full() {
-                return;
+                return Ok(());
             }
             drained.await;
         }
@@ -120,7 +141,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!room.is_finished(), "over the limit: no room");
         q.take(60);
-        room.await.unwrap();
+        room.await.unwrap().unwrap();
 
         // 90 bytes wait and nothing is taken: stalled after the timeout.
         let waited = tokio::time::Instant::now();
@@ -149,5 +170,20 @@ mod tests {
         let idle =
             tokio::time::timeout(Duration::from_secs(300), q.stalled(Duration::from_secs(30)));
         assert!(idle.await.is_err(), "an empty queue is not stalled");
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_has_no_room_for_anyone() {
+        let q = std::sync::Arc::new(SendQueue::new(100));
+        q.add(150);
+        let waiting = tokio::spawn({
+            let q = q.clone();
+            async move { q.room().await }
+        });
+        tokio::task::yield_now().await;
+        q.close();
+        assert_eq!(waiting.await.unwrap(), Err(QueueClosed));
+        q.leave(150);
+        assert!(q.is_full(), "empty, but its connection is gone");
     }
 }

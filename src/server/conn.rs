@@ -1,9 +1,9 @@
 //! One hyper connection's state, shared by its requests and its serving
-//! task: the send queue, whether a first request came, and how fast the
-//! client cancels requests. The serving task selects on the deadlines this
-//! exposes and drops the connection when one passes.
+//! task: the send queue, whether a first request came, how many are in
+//! flight, and how fast the client cancels them. The serving task selects
+//! on the deadlines this exposes and drops the connection when one passes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,11 @@ pub(super) struct ConnState {
     /// A request has arrived on this connection.
     started: AtomicBool,
     started_tx: Notify,
+    /// Requests in flight now, and started so far.
+    active: AtomicUsize,
+    started_count: AtomicU64,
+    /// Woken when the last request in flight ends.
+    quiet: Notify,
     /// Requests cancelled by the client in the current one-second window.
     resets: Mutex<(Instant, u32)>,
     /// Woken when the client cancels too fast.
@@ -31,6 +36,9 @@ impl ConnState {
             queue: Arc::new(SendQueue::new(queue_limit)),
             started: AtomicBool::new(false),
             started_tx: Notify::new(),
+            active: AtomicUsize::new(0),
+            started_count: AtomicU64::new(0),
+            quiet: Notify::new(),
             resets: Mutex::new((Instant::now(), 0)),
             abusive: Notify::new(),
         }
@@ -40,14 +48,18 @@ impl ConnState {
         &self.queue
     }
 
-    /// A request arrived; the returned guard counts it as cancelled unless
-    /// it is `answered`.
+    /// A request arrived; it is in flight until the returned guard drops
+    /// (with its answer's body), and cancelled by the client if that
+    /// happens before it [`Request::responded`].
     pub(super) fn request(self: &Arc<Self>) -> Request {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.started_count.fetch_add(1, Ordering::AcqRel);
         if !self.started.swap(true, Ordering::AcqRel) {
             self.started_tx.notify_waiters();
         }
         Request {
-            state: Some(self.clone()),
+            state: self.clone(),
+            responded: false,
         }
     }
 
@@ -61,6 +73,36 @@ impl ConnState {
             || tokio::time::timeout(timeout, started).await.is_ok()
         {
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves when the connection has had no request in flight for
+    /// `timeout` (an idle HTTP/2 connection; HTTP/1's idle keep-alive is the
+    /// head timeout's). Pending while any request is in flight.
+    pub(super) async fn idle_for(&self, timeout: Duration) {
+        loop {
+            if self.active.load(Ordering::Acquire) > 0 {
+                let quiet = self.quiet.notified();
+                tokio::pin!(quiet);
+                quiet.as_mut().enable();
+                if self.active.load(Ordering::Acquire) > 0 {
+                    quiet.await;
+                }
+                continue;
+            }
+            let before = self.started_count.load(Ordering::Acquire);
+            tokio::time::sleep(timeout).await;
+            if self.active.load(Ordering::Acquire) == 0
+                && self.started_count.load(Ordering::Acquire) == before
+            {
+                return;
+            }
+        }
+    }
+
+    fn ended(&self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.quiet.notify_waiters();
         }
     }
 
@@ -83,22 +125,27 @@ impl ConnState {
     }
 }
 
-/// One request in flight; dropped before [`Request::answered`], it was
-/// cancelled by the client (an HTTP/2 RST_STREAM, or the connection closed).
+/// One request in flight, until dropped. Kept by the answer's body, so a
+/// long download counts as in flight to its end. Dropped before
+/// [`Request::responded`], it was cancelled by the client (an HTTP/2
+/// RST_STREAM, or the connection closed).
 pub(super) struct Request {
-    state: Option<Arc<ConnState>>,
+    state: Arc<ConnState>,
+    responded: bool,
 }
 
 impl Request {
-    pub(super) fn answered(mut self) {
-        self.state = None;
+    /// The handler has produced the answer's head.
+    pub(super) fn responded(&mut self) {
+        self.responded = true;
     }
 }
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if let Some(state) = self.state.take() {
-            state.cancelled();
+        self.state.ended();
+        if !self.responded {
+            self.state.cancelled();
         }
     }
 }
@@ -115,7 +162,7 @@ mod tests {
         assert_eq!(late.elapsed(), Duration::from_secs(10));
 
         let state = Arc::new(ConnState::new(1024));
-        state.request().answered();
+        state.request().responded();
         let waited = tokio::time::timeout(
             Duration::from_secs(60),
             state.no_request_within(Duration::from_secs(10)),
@@ -136,10 +183,34 @@ mod tests {
         for _ in 0..H2_MAX_RESETS_PER_SEC {
             drop(state.request());
         }
-        state.request().answered();
+        state.request().responded();
         let flagged = tokio::time::timeout(Duration::from_millis(1), state.rapid_reset());
         assert!(flagged.await.is_err(), "answered requests do not count");
         drop(state.request());
         state.rapid_reset().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_nothing_in_flight_is_idle_after_the_timeout() {
+        let state = Arc::new(ConnState::new(1024));
+        let mut held = state.request();
+        let idle = tokio::time::timeout(
+            Duration::from_secs(60),
+            state.idle_for(Duration::from_secs(10)),
+        );
+        assert!(idle.await.is_err(), "a request in flight: never idle");
+        let since = Instant::now();
+        let watch = tokio::spawn({
+            let state = state.clone();
+            async move { state.idle_for(Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        held.responded();
+        drop(held);
+        watch.await.unwrap();
+        assert!(
+            since.elapsed() >= Duration::from_secs(13),
+            "idle counts from the last answer"
+        );
     }
 }

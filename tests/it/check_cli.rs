@@ -34,9 +34,14 @@ fn check_lists_every_error_with_its_location_and_exits_1() {
     let out = check(&path);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    // serde stops at the first shape error (the bad duration), with its line.
+    // A value that does not parse stops nothing: the other errors of the
+    // file come in the same run, each with its line.
+    assert!(err.contains("4 errors"), "{err}");
+    assert!(err.contains("listen (line 1)"), "{err}");
+    assert!(err.contains("routes[0].upstream (line 3)"), "{err}");
+    assert!(err.contains("routes[1].upstream (line 4)"), "{err}");
     assert!(
-        err.contains("routes[1].timeout") && err.contains("line 4"),
+        err.contains("routes[1].timeout (line 4)") && err.contains("add a unit"),
         "{err}"
     );
 
@@ -53,6 +58,25 @@ fn check_lists_every_error_with_its_location_and_exits_1() {
         err.contains("routes[0].upstream (line 3): unknown upstream \"ghost\""),
         "{err}"
     );
+}
+
+#[test]
+fn an_unknown_key_beside_a_value_that_does_not_parse_is_reported_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "listen: \"127.0.0.1:0\"\nroutes:\n  - { prefix: /p/, poll: {} }\npoll:\n  default_timout: 5s\n  max_timeout: 30\nbuffer: { max_size: lots }\n",
+    );
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 errors"), "{err}");
+    assert!(
+        err.contains("poll.default_timout (line 5): unknown field `default_timout`"),
+        "{err}"
+    );
+    assert!(err.contains("poll.max_timeout (line 6)"), "{err}");
+    assert!(err.contains("buffer.max_size (line 7)"), "{err}");
 }
 
 #[test]

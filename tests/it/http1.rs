@@ -159,3 +159,78 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     assert_eq!(answer(&mut conn, false).await.status, 200);
     assert!(closed(&mut conn).await);
 }
+
+/// Reads what the server sends until it closes (at most 5 s).
+async fn rest(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_to_end(&mut out),
+    );
+    let _ = read.await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_are_refused_and_the_bytes_never_read_as_a_request() {
+    let up = Upstream::start("app").await;
+    let pg = Pollgate::start(&yaml(Some(up.addr), "")).await;
+    let mut conn = connect(pg.public).await;
+    // The 40 bytes are a whole request to /smuggled: a desync would serve it.
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: xy\r\n\r\n\r\n\r\n";
+    assert_eq!(smuggled.len(), 40);
+    let mut request =
+        b"GET /api/poll/x?timeout=0 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 40\r\n\r\n"
+            .to_vec();
+    request.extend_from_slice(smuggled);
+    send(&mut conn, &request).await;
+    let refused = answer(&mut conn, false).await;
+    assert_eq!(refused.status, 400, "{}", refused.head);
+    let after = rest(&mut conn).await;
+    assert!(
+        after.is_empty(),
+        "nothing follows the 400, and it closes: {after:?}"
+    );
+    assert_eq!(up.hits("/smuggled"), 0);
+}
+
+#[tokio::test]
+async fn transfer_encoding_with_content_length_is_read_by_the_encoding_and_closes() {
+    // hyper's rule, and RFC 9112 §6.3's: the Transfer-Encoding decides the
+    // body (the Content-Length is dropped), and the connection closes after
+    // the answer, so nothing the two framings disagree on is ever read as a
+    // request.
+    let up = Upstream::start("app").await;
+    let pg = Pollgate::start(&yaml(Some(up.addr), "")).await;
+    let mut conn = connect(pg.public).await;
+    send(
+        &mut conn,
+        b"GET /api/poll/x?timeout=0 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n\
+          0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let first = answer(&mut conn, false).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("connection"), Some("close"), "{}", first.head);
+    assert!(rest(&mut conn).await.is_empty());
+    assert_eq!(up.hits("/smuggled"), 0);
+}
+
+#[tokio::test]
+async fn framing_hyper_refuses_is_refused_on_a_poll_route_too() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    for request in [
+        &b"GET /api/poll/x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"GET /api/poll/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"GET /api/poll/x HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+        b"GET /api/poll/x HTTP/1.1\r\nHost: x\r\nX-Cr: a\rb\r\n\r\n",
+        b"GET /api/poll/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ] {
+        let mut conn = connect(pg.public).await;
+        send(&mut conn, request).await;
+        let a = answer(&mut conn, false).await;
+        assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(request));
+        assert!(closed(&mut conn).await);
+    }
+}

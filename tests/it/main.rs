@@ -8,9 +8,12 @@
 
 mod support;
 
+mod answers;
 mod browser;
+mod caps;
 mod check_cli;
 mod cli;
+mod deadlines;
 mod deploy;
 mod http1;
 mod js_client;

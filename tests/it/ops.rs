@@ -10,17 +10,6 @@ use crate::support::raw;
 use crate::support::*;
 use serde_json::json;
 
-/// `name{labels}` -> value, from the Prometheus text format.
-fn scrape(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 async fn metrics(pg: &Pollgate) -> HashMap<String, f64> {
     let reply = get(&pg.hook("/metrics")).await;
     assert_eq!(reply.status, 200);

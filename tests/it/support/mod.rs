@@ -97,6 +97,33 @@ impl Pollgate {
         client::get(&self.hook("/metrics")).await.body
     }
 
+    /// The value of one series (`pollgate_x_total{k="v"}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        scrape(&self.metrics_text().await)
+            .get(series)
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `series` is at least `min`. A counter has no event to
+    /// await but its own value: this scrapes until it moves (30 s at most).
+    pub async fn metric_reaches(&self, series: &str, min: f64) {
+        let wait = async {
+            while self.metric(series).await < min {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            panic!(
+                "{series} never reached {min} (now {})",
+                self.metric(series).await
+            );
+        }
+    }
+
     /// Waits until exactly `n` polls are held.
     pub async fn held(&self, n: usize) {
         let mut rx = self.metrics.held_changes();
@@ -151,6 +178,17 @@ impl Drop for Pollgate {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// `name{labels}` -> value, from the Prometheus text format.
+pub fn scrape(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Resident memory of this process (test client + pollgate), in KiB.

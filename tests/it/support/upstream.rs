@@ -5,6 +5,7 @@
 //! - `/slow?ms=N`: answers after N ms;
 //! - `/upload`: streams the body in, answers `{"bytes": n}`;
 //! - `/download?bytes=N`: streams N bytes out;
+//! - `/stall`: sends its head and 100 bytes of body, then nothing, ever;
 //! - `/ws` with `Upgrade`: switches protocols and echoes bytes.
 
 use std::convert::Infallible;
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -209,6 +210,12 @@ async fn handle(
     }
     if path == "/slow" {
         tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
+    }
+    if path == "/stall" {
+        let first =
+            stream::once(async { Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b's'; 100]))) });
+        let body = first.chain(stream::pending());
+        return Ok(Response::new(StreamBody::new(body).boxed_unsync()));
     }
     if path == "/download" {
         let total = query_num(&req, "bytes");
