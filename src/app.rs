@@ -60,6 +60,17 @@ struct Shared {
     broker: Broker,
     metrics: Metrics,
     shutdown: CancellationToken,
+    /// Both listeners' caps: they know how many connections are open.
+    listening: [Listening; 2],
+}
+
+impl Shared {
+    /// Connections open now, by listener.
+    fn connections(&self) -> [(&'static str, usize); 2] {
+        self.listening
+            .each_ref()
+            .map(|l| (l.settings.name, l.open()))
+    }
 }
 
 /// A started instance.
@@ -130,6 +141,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         authorizer: Authorizer::default(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        listening: [public.clone(), webhook_listening.clone()],
     });
     let (reload_tx, reloads) = watch::channel(ReloadStats::default());
 
@@ -272,7 +284,8 @@ async fn sweep(shared: Arc<Shared>) {
             _ = tick.tick() => {
                 shared.broker.sweep(shared.active.load().config.buffer);
                 let (channels, _) = shared.broker.totals();
-                let load = shared.metrics.held() + shared.metrics.connections() + channels;
+                let open: usize = shared.connections().iter().map(|(_, n)| n).sum();
+                let load = shared.metrics.held() + open + channels;
                 if trimmer.check(load, tokio::time::Instant::now()) {
                     shared.metrics.trimmed();
                 }
@@ -477,6 +490,7 @@ async fn webhook_request(shared: &Shared, req: Request<RequestBody>) -> Response
         config: &active.config,
         metrics: &shared.metrics,
         shutdown: &shared.shutdown,
+        connections: shared.connections(),
     };
     webhook::handle(req, cx).await
 }

@@ -503,32 +503,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a connection on `listener` as open until the guard drops.
-    pub fn connection_opened(&self, listener: &'static str) -> ConnGauge {
-        let gauge = self
-            .0
-            .connections
-            .get_or_create(&ListenerLabel { listener })
-            .clone();
-        gauge.inc();
-        ConnGauge(gauge)
-    }
-
-    /// Connections open now, all listeners.
-    pub fn connections(&self) -> usize {
-        ["public", "webhook"]
-            .into_iter()
-            .map(|listener| {
-                self.0
-                    .connections
-                    .get_or_create(&ListenerLabel { listener })
-                    .get()
-            })
-            .sum::<i64>()
-            .try_into()
-            .unwrap_or(0)
-    }
-
     pub fn connection_cap_reached(&self, listener: &'static str) {
         self.0
             .connection_caps
@@ -566,6 +540,11 @@ impl Metrics {
         i.buffered
             .set(i64::try_from(now.buffered).unwrap_or(i64::MAX));
         i.broker_up.set(i64::from(now.broker_up));
+        for (listener, open) in now.connections {
+            i.connections
+                .get_or_create(&ListenerLabel { listener })
+                .set(i64::try_from(open).unwrap_or(i64::MAX));
+        }
         // The log writer keeps its own count: brought up to it.
         let dropped = &i.log_lines_dropped;
         dropped.inc_by(now.log_lines_dropped.saturating_sub(dropped.get()));
@@ -585,15 +564,8 @@ pub struct AtScrape {
     pub broker_up: bool,
     /// The log writer's count of dropped lines so far.
     pub log_lines_dropped: u64,
-}
-
-/// One open connection's share of `pollgate_connections`.
-pub struct ConnGauge(Gauge);
-
-impl Drop for ConnGauge {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+    /// Connections open now, by listener (each listener's cap knows them).
+    pub connections: [(&'static str, usize); 2],
 }
 
 /// Decrements the held-polls gauges on drop, whatever ended the poll.

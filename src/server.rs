@@ -63,7 +63,7 @@ use crate::defaults::{
     self, ACCEPT_ERROR_BACKOFF, CONNECTION_QUEUE_BYTES, H2_MAX_PENDING_RESETS, H2_MAX_STREAMS,
     H2_STREAM_SEND_BUFFER, MAX_HEADERS, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT,
 };
-use crate::metrics::{ClientError, ConnGauge, Metrics};
+use crate::metrics::{ClientError, Metrics};
 use conn::ConnState;
 use io::WriteDeadline;
 
@@ -139,13 +139,13 @@ impl Listening {
             shutdown,
         }
     }
-}
 
-/// A connection's place under its listener's cap, and its share of the
-/// open-connections gauge; both freed when the connection ends.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    _gauge: ConnGauge,
+    /// Connections open now: the cap's permits in use.
+    pub fn open(&self) -> usize {
+        self.settings
+            .max_connections
+            .saturating_sub(self.permits.available_permits())
+    }
 }
 
 fn builder(settings: ConnSettings) -> auto::Builder<TokioExecutor> {
@@ -190,35 +190,20 @@ pub async fn run<H, F>(
         metrics,
         shutdown,
     } = listening;
-    // Shared: every connection's task would otherwise carry a copy (~600 bytes).
-    let builder = Arc::new(builder(settings));
+    // One per listener, shared by its connections: a connection's task
+    // carries a pointer to it, not copies (a held poll's task stays small).
+    let shared = Arc::new(Shared {
+        builder: builder(settings),
+        settings,
+        metrics,
+        handler,
+        lean,
+        shutdown,
+    });
     let mut accept_failing = false;
     loop {
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // At the cap: accept nothing until a connection ends. New
-                // clients wait in the kernel's backlog, no descriptor is
-                // spent on them, and the reserve stays for the webhook,
-                // the upstreams and Redis.
-                metrics.connection_cap_reached(settings.name);
-                warn!(
-                    listener = settings.name,
-                    max_connections = settings.max_connections,
-                    "connection cap reached: not accepting until a connection ends"
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    permit = permits.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        // Never closed: the semaphore lives as long as this loop.
-                        Err(_) => break,
-                    },
-                }
-            }
-        };
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shared.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => {
                     accept_failing = false;
@@ -235,22 +220,38 @@ pub async fn run<H, F>(
                 }
             },
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // At the cap: this connection waits for a slot, and nothing
+                // more is accepted meanwhile. New clients wait in the
+                // kernel's backlog, no descriptor is spent on them, and the
+                // reserve stays for the webhook, the upstreams and Redis.
+                shared.metrics.connection_cap_reached(settings.name);
+                warn!(
+                    listener = settings.name,
+                    max_connections = settings.max_connections,
+                    "connection cap reached: not accepting until a connection ends"
+                );
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        // Never closed: the semaphore lives as long as this loop.
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay failed");
         }
-        let slot = Slot {
-            _permit: permit,
-            _gauge: metrics.connection_opened(settings.name),
-        };
         let span = tracing::debug_span!("conn", listener = settings.name, peer = %peer);
         let conn = Conn {
-            builder: builder.clone(),
-            settings,
-            metrics: metrics.clone(),
+            shared: shared.clone(),
             watcher: graceful.watcher(),
-            slot,
+            _permit: permit,
         };
-        let handler = handler.clone();
         match tls.clone() {
             None => {
                 let info = ConnInfo {
@@ -258,27 +259,11 @@ pub async fn run<H, F>(
                     tls: false,
                     queue: None,
                 };
-                let Some(lean) = lean.clone() else {
-                    tokio::spawn(conn.serve(stream, info, handler).instrument(span));
+                if shared.lean.is_none() {
+                    tokio::spawn(conn.serve(stream, info).instrument(span));
                     continue;
-                };
-                let shutdown = shutdown.clone();
-                let task = async move {
-                    match lean::serve(stream, info.clone(), &lean, settings, &shutdown).await {
-                        lean::Ended::Closed(fault) => {
-                            if let Some(fault) = fault {
-                                conn.metrics.client_error(fault);
-                            }
-                            drop(conn);
-                        }
-                        lean::Ended::HandOver(stream, read) => {
-                            let io = lean::Prefixed::new(read, stream);
-                            // A task of its own: a lean connection's task stays small.
-                            tokio::spawn(conn.serve(io, info, handler).in_current_span());
-                        }
-                    }
-                };
-                tokio::spawn(task.instrument(span));
+                }
+                tokio::spawn(conn.serve_lean(stream, info).instrument(span));
             }
             Some(acceptor) => {
                 let handshake = async move {
@@ -290,7 +275,7 @@ pub async fn run<H, F>(
                                 tls: true,
                                 queue: None,
                             };
-                            conn.serve(tls_stream, info, handler).await;
+                            conn.serve(tls_stream, info).await;
                         }
                         // A failed handshake costs nothing more than this line.
                         Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
@@ -305,33 +290,72 @@ pub async fn run<H, F>(
     drop(listener);
 }
 
-/// An accepted connection on its way to hyper.
-struct Conn {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+/// What every connection of one listener shares.
+struct Shared<H> {
+    builder: auto::Builder<TokioExecutor>,
     settings: ConnSettings,
     metrics: Metrics,
-    watcher: Watcher,
-    slot: Slot,
+    handler: H,
+    lean: Option<Lean>,
+    shutdown: CancellationToken,
 }
 
-impl Conn {
+/// An accepted connection: its listener, its place under the listener's
+/// cap (freed when it ends), and the graceful shutdown's watch on it.
+struct Conn<H> {
+    shared: Arc<Shared<H>>,
+    watcher: Watcher,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<H, F> Conn<H>
+where
+    H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// Starts on the lean path; moves to hyper at a request it does not serve.
+    async fn serve_lean(self, stream: tokio::net::TcpStream, info: ConnInfo) {
+        let Some(lean) = &self.shared.lean else {
+            return self.serve(stream, info).await;
+        };
+        let shared = &self.shared;
+        match lean::serve(
+            stream,
+            info.clone(),
+            lean,
+            &shared.settings,
+            &shared.shutdown,
+        )
+        .await
+        {
+            lean::Ended::Closed(fault) => {
+                if let Some(fault) = fault {
+                    shared.metrics.client_error(fault);
+                }
+            }
+            lean::Ended::HandOver(stream, read) => {
+                let io = lean::Prefixed::new(read, stream);
+                // A task of its own: a lean connection's task stays small.
+                tokio::spawn(self.serve(io, info).in_current_span());
+            }
+        }
+    }
+
     /// Serves `io` with hyper until it closes, or a deadline or cap ends it.
-    async fn serve<I, H, F>(self, io: I, mut info: ConnInfo, handler: H)
+    async fn serve<I>(self, io: I, mut info: ConnInfo)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
     {
         let Conn {
-            builder,
-            settings,
-            metrics,
+            shared,
             watcher,
-            slot,
+            _permit,
         } = self;
+        let settings = shared.settings;
         let state = Arc::new(ConnState::new(CONNECTION_QUEUE_BYTES));
         info.queue = Some(state.queue().clone());
         let requests = state.clone();
+        let handler = shared.handler.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             // Debug level: free when off, and every log line of the request nests under it.
             let span =
@@ -357,7 +381,11 @@ impl Conn {
             }
         });
         let io = WriteDeadline::new(io, settings.write_timeout);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let conn = shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        // Watched: shutdown asks it to finish gracefully (HTTP/1: after the
+        // request in flight; HTTP/2: GOAWAY).
         let conn = watcher.watch(conn.into_owned());
         let ended = tokio::select! {
             served = conn => match served {
@@ -378,9 +406,8 @@ impl Conn {
         state.queue().close();
         if let Some(fault) = ended {
             debug!(?fault, "connection closed");
-            metrics.client_error(fault);
+            shared.metrics.client_error(fault);
         }
-        drop(slot);
     }
 }
 

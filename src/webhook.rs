@@ -56,6 +56,8 @@ pub struct WebhookContext<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub shutdown: &'a tokio_util::sync::CancellationToken,
+    /// Connections open now, by listener (for `/metrics`).
+    pub connections: [(&'static str, usize); 2],
 }
 
 /// Errors of the webhook router itself.
@@ -175,6 +177,7 @@ fn metrics(cx: &WebhookContext<'_>) -> Response<Body> {
         buffered,
         broker_up: cx.broker.is_ready(),
         log_lines_dropped: crate::logging::dropped_lines(),
+        connections: cx.connections,
     });
     let mut resp = Response::new(h::full(text));
     resp.headers_mut().insert(

@@ -66,7 +66,7 @@ pub async fn serve(
     mut stream: TcpStream,
     info: ConnInfo,
     lean: &Lean,
-    settings: ConnSettings,
+    settings: &ConnSettings,
     shutdown: &CancellationToken,
 ) -> Ended {
     let mut buf = Vec::new();

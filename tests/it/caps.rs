@@ -20,13 +20,15 @@ async fn at_max_connections_the_public_port_waits_and_the_webhook_still_answers(
     .await;
     let first = connect(pg.public).await;
     let second = connect(pg.public).await;
+    // A third client connects (the kernel completes the handshake) but is
+    // not served: the accept loop holds it until a slot frees, and accepts
+    // nothing else meanwhile.
+    let mut third = connect(pg.public).await;
     pg.metric_reaches(
         "pollgate_connection_cap_reached_total{listener=\"public\"}",
         1.0,
     )
     .await;
-    // A third client connects (the kernel queues it) but is not served yet.
-    let mut third = connect(pg.public).await;
     get_on(&mut third, "/api/poll/capped?timeout=0").await;
     // Meanwhile the app can publish and the probes answer.
     assert_eq!(get(&pg.hook("/healthz")).await.status, 200);
