@@ -26,7 +26,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::defaults;
 use crate::memory::Trimmer;
 use crate::metrics::Metrics;
-use crate::poll::{self, Admission, Authorizer, PollContext};
+use crate::poll::{self, Authorizer, PollContext};
 use crate::proxy::{self, Clients, Peer};
 use crate::routes::{NoRoute, Route, RouteAction};
 use crate::server::{
@@ -55,11 +55,8 @@ struct Shared {
     active: ArcSwap<Active>,
     /// The public listener's certificates, when it speaks TLS.
     tls: Option<Arc<tls::Resolver>>,
-    admission: Arc<Admission>,
-    authorizer: Authorizer,
-    broker: Broker,
-    metrics: Metrics,
-    shutdown: CancellationToken,
+    /// The broker, metrics, shutdown and poll limits (what polls borrow).
+    services: poll::Services,
     /// Both listeners' caps: they know how many connections are open.
     listening: [Listening; 2],
 }
@@ -134,13 +131,15 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
     let watched = config.watched_files();
     let shared = Arc::new(Shared {
         tls: resolver,
-        broker: Broker::new(&config.broker, config.server.threads)
-            .map_err(std::io::Error::other)?,
+        services: poll::Services {
+            broker: Broker::new(&config.broker, config.server.threads)
+                .map_err(std::io::Error::other)?,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            admission: Arc::default(),
+            authorizer: Authorizer::default(),
+        },
         active: ArcSwap::from_pointee(Active { config, clients }),
-        admission: Arc::default(),
-        authorizer: Authorizer::default(),
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
         listening: [public.clone(), webhook_listening.clone()],
     });
     let (reload_tx, reloads) = watch::channel(ReloadStats::default());
@@ -168,7 +167,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         ));
     }
     tokio::spawn(sweep(shared.clone()));
-    tokio::spawn(shared.broker.clone().run(shutdown.clone()));
+    tokio::spawn(shared.services.broker.clone().run(shutdown.clone()));
 
     let join = tokio::spawn(async move {
         let workers: Vec<_> = others
@@ -260,13 +259,14 @@ fn apply_reload(
                 s.ok += 1;
             });
             shared
+                .services
                 .metrics
                 .config_loaded(stats.borrow().generation, &hash);
             info!(hash = %hash, "config reloaded");
         }
         Err(errors) => {
             stats.send_modify(|s| s.failed += 1);
-            shared.metrics.config_rejected();
+            shared.services.metrics.config_rejected();
             error!(errors = %errors, "config rejected; the running config stays in force");
         }
     }
@@ -280,14 +280,14 @@ async fn sweep(shared: Arc<Shared>) {
     let mut trimmer = Trimmer::default();
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.services.shutdown.cancelled() => return,
             _ = tick.tick() => {
-                shared.broker.sweep(shared.active.load().config.buffer);
-                let (channels, _) = shared.broker.totals();
+                shared.services.broker.sweep(shared.active.load().config.buffer);
+                let (channels, _) = shared.services.broker.totals();
                 let open: usize = shared.connections().iter().map(|(_, n)| n).sum();
-                let load = shared.metrics.held() + open + channels;
+                let load = shared.services.metrics.held() + open + channels;
                 if trimmer.check(load, tokio::time::Instant::now()) {
-                    shared.metrics.trimmed();
+                    shared.services.metrics.trimmed();
                 }
             }
         }
@@ -332,7 +332,7 @@ async fn serve_public(
             return;
         }
     };
-    if let Some(relay) = shared.broker.relay_here() {
+    if let Some(relay) = shared.services.broker.relay_here() {
         tokio::spawn(relay);
     }
     let graceful = GracefulShutdown::new();
@@ -377,13 +377,7 @@ fn lean_request(shared: &Arc<Shared>, req: LeanRequest, conn: ConnInfo) -> Optio
         Ok(route) if matches!(route.action, RouteAction::Poll(_)) => route.clone(),
         _ => return None,
     };
-    Some(Box::pin(routed(
-        shared.clone(),
-        active,
-        Ok(route),
-        req,
-        conn,
-    )))
+    Some(Box::pin(routed(shared.clone(), active, route, req, conn)))
 }
 
 async fn public_request(
@@ -397,14 +391,40 @@ async fn public_request(
         .routes
         .find(req.method(), request_host(&req), req.uri().path())
         .cloned();
-    routed(shared, active, found, req, conn).await
+    match found {
+        Ok(route) => routed(shared, active, route, req, conn).await,
+        Err(no_route) => {
+            let resp = match no_route {
+                NoRoute::NotFound => h::error_response(&RouteError::NotFound),
+                NoRoute::MethodNotAllowed(allowed) => {
+                    let mut resp = h::error_response(&RouteError::Method);
+                    let list: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+                    if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                        resp.headers_mut().insert(header::ALLOW, v);
+                    }
+                    resp
+                }
+            };
+            let started = tokio::time::Instant::now();
+            access_log(
+                req.method(),
+                req.uri().path(),
+                conn.peer,
+                None,
+                &resp,
+                started,
+            );
+            resp
+        }
+    }
 }
 
-/// Serves a request whose route has been looked up (once) under `active`.
+/// Serves a request on the route it was matched to (looked up once,
+/// under `active`).
 async fn routed<B>(
     shared: Arc<Shared>,
     active: Arc<Active>,
-    found: Result<Arc<Route>, NoRoute>,
+    route: Arc<Route>,
     req: Request<B>,
     conn: ConnInfo,
 ) -> Response<Body>
@@ -412,84 +432,89 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<h::BoxError>,
 {
-    let peer = conn.peer;
-    let proto = if conn.tls { "https" } else { "http" };
     let started = tokio::time::Instant::now();
     let method = req.method().clone();
     // A clone of the URI shares its bytes: no copy of the path per request.
     let uri = req.uri().clone();
-    let path = uri.path();
-    let (resp, route, upstream) = match found {
-        Err(NoRoute::NotFound) => (h::error_response(&RouteError::NotFound), None, None),
-        Err(NoRoute::MethodNotAllowed(allowed)) => {
-            let mut resp = h::error_response(&RouteError::Method);
-            let list: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
-            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
-                resp.headers_mut().insert(header::ALLOW, v);
-            }
-            (resp, None, None)
-        }
-        Ok(route) => match &route.action {
-            RouteAction::Proxy { upstream, timeout } => {
-                let peer = Peer { addr: peer, proto };
-                // Boxed: an idle held poll should not carry a proxy future's size.
-                let caller = proxy::Caller {
+    let peer = Peer {
+        addr: conn.peer,
+        proto: if conn.tls { "https" } else { "http" },
+    };
+    let resp = match &route.action {
+        RouteAction::Proxy { upstream, timeout } => {
+            // Boxed: an idle held poll should not carry a proxy future's size.
+            let forwarded = Box::pin(proxy::forward(
+                req,
+                proxy::Caller {
                     clients: &active.clients,
                     peer,
-                    metrics: &shared.metrics,
-                };
-                let forwarded = Box::pin(proxy::forward(req, caller, upstream, *timeout)).await;
-                let resp = forwarded.unwrap_or_else(|e| {
-                    e.count(&shared.metrics, &upstream.name);
-                    h::error_response(&e)
-                });
-                let head = started.elapsed().as_secs_f64();
-                shared
-                    .metrics
-                    .proxied(&route.name, resp.status().as_u16(), head);
-                let upstream = upstream.name.clone();
-                (resp, Some(route), Some(upstream))
-            }
-            RouteAction::Poll(poll_route) => {
-                let cx = PollContext {
-                    route: &route.name,
-                    config: &active.config,
-                    broker: &shared.broker,
-                    metrics: &shared.metrics,
-                    shutdown: &shared.shutdown,
-                    admission: &shared.admission,
-                    authorizer: &shared.authorizer,
-                    clients: &active.clients,
-                    peer: Peer { addr: peer, proto },
-                    queue: conn.queue.as_ref(),
-                };
-                let rest = path.get(route.prefix.len()..).unwrap_or_default();
-                let resp = Box::pin(poll::handle(req, poll_route, rest, cx)).await;
-                (resp, Some(route.clone()), None)
-            }
-        },
+                    metrics: &shared.services.metrics,
+                },
+                upstream,
+                *timeout,
+            ))
+            .await;
+            let resp = forwarded.unwrap_or_else(|e| {
+                e.count(&shared.services.metrics, &upstream.name);
+                h::error_response(&e)
+            });
+            let head = started.elapsed().as_secs_f64();
+            shared
+                .services
+                .metrics
+                .proxied(&route.name, resp.status().as_u16(), head);
+            resp
+        }
+        RouteAction::Poll(poll_route) => {
+            let rest = uri.path().get(route.prefix.len()..).unwrap_or_default();
+            let cx = PollContext {
+                route: &route.name,
+                config: &active.config,
+                services: &shared.services,
+                clients: &active.clients,
+                peer,
+                queue: conn.queue.as_ref(),
+            };
+            Box::pin(poll::handle(req, poll_route, rest, cx)).await
+        }
     };
+    access_log(&method, uri.path(), conn.peer, Some(&route), &resp, started);
+    resp
+}
+
+/// One line per public request, under the target `pollgate::access`.
+fn access_log(
+    method: &http::Method,
+    path: &str,
+    peer: std::net::SocketAddr,
+    route: Option<&Route>,
+    resp: &Response<Body>,
+    started: tokio::time::Instant,
+) {
+    let upstream = route.and_then(|r| match &r.action {
+        RouteAction::Proxy { upstream, .. } => Some(upstream.name.as_str()),
+        RouteAction::Poll(_) => None,
+    });
     info!(
         target: "pollgate::access",
         method = %method,
         path = %path,
         peer = %peer,
-        route = route.as_ref().map_or("-", |r| r.name.as_str()),
-        upstream = upstream.as_deref().unwrap_or("-"),
+        route = route.map_or("-", |r| r.name.as_str()),
+        upstream = upstream.unwrap_or("-"),
         status = resp.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1e3,
         "request"
     );
-    resp
 }
 
 async fn webhook_request(shared: &Shared, req: Request<RequestBody>) -> Response<Body> {
     let active = shared.active.load_full();
     let cx = WebhookContext {
-        broker: &shared.broker,
+        broker: &shared.services.broker,
         config: &active.config,
-        metrics: &shared.metrics,
-        shutdown: &shared.shutdown,
+        metrics: &shared.services.metrics,
+        shutdown: &shared.services.shutdown,
         connections: shared.connections(),
     };
     webhook::handle(req, cx).await

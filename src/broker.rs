@@ -131,7 +131,7 @@ impl Broker {
     pub fn subscribe(&self, channel: &ChannelName, buffer: BufferConfig) -> Subscription {
         match self {
             Broker::Memory(m) => Subscription::Memory(m.subscribe(channel, buffer)),
-            Broker::Redis(r) => Subscription::Redis(r.subscribe(channel, buffer)),
+            Broker::Redis(r) => Subscription::Redis(r.subscribe(channel)),
         }
     }
 
@@ -188,33 +188,40 @@ impl Subscription {
     ///
     /// # Errors
     /// [`BrokerError::Unavailable`] when the back end cannot be reached.
-    pub async fn head(&self) -> Result<Timestamp, BrokerError> {
+    pub async fn head(&self, buffer: BufferConfig) -> Result<Timestamp, BrokerError> {
         match self {
             Subscription::Memory(s) => Ok(s.head()),
             // Boxed: a Redis round trip's future would otherwise make
             // every held poll (memory broker too) as large as itself.
-            Subscription::Redis(s) => Box::pin(s.head()).await,
+            Subscription::Redis(s) => Box::pin(s.head(buffer)).await,
         }
     }
 
-    /// Up to `max` messages after `cursor`, and whether the cursor is a gap.
+    /// Up to `max` messages after `cursor`, of those `buffer`'s limits
+    /// allow now, and whether the cursor is a gap. (The limits come with
+    /// each call, not kept here: a held poll's subscription stays small.)
     ///
     /// # Errors
     /// [`BrokerError::Unavailable`] when the back end cannot be reached.
-    pub async fn read(&self, cursor: Cursor, max: usize) -> Result<Read, BrokerError> {
+    pub async fn read(
+        &self,
+        cursor: Cursor,
+        max: usize,
+        buffer: BufferConfig,
+    ) -> Result<Read, BrokerError> {
         match self {
-            Subscription::Memory(s) => Ok(s.read(cursor, max)),
-            Subscription::Redis(s) => Box::pin(s.read(cursor, max)).await,
+            Subscription::Memory(s) => Ok(s.read(cursor, max, buffer)),
+            Subscription::Redis(s) => Box::pin(s.read(cursor, max, buffer)).await,
         }
     }
 
     /// The `timestamp` of a timeout answer: no later message is before it.
     /// `fallback` (the client's own cursor) is used when the broker cannot
     /// be asked: the client then simply polls again from where it was.
-    pub async fn timeout_mark(&self, fallback: Timestamp) -> Timestamp {
+    pub async fn timeout_mark(&self, fallback: Timestamp, buffer: BufferConfig) -> Timestamp {
         match self {
             Subscription::Memory(s) => s.timeout_mark(),
-            Subscription::Redis(s) => Box::pin(s.timeout_mark(fallback)).await,
+            Subscription::Redis(s) => Box::pin(s.timeout_mark(fallback, buffer)).await,
         }
     }
 

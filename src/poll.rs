@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::answer::{self as h, Body, Fault, HttpError, QueueClosed, SendQueue};
-use crate::broker::{Broker, BrokerError, ChannelName, Cursor, Timestamp};
+use crate::broker::{Broker, BrokerError, Cursor, Timestamp};
 use crate::config::Config;
 use crate::metrics::{HeldGuard, Metrics, PollOutcome};
 use crate::proxy::{Caller, Clients, Peer, ProxyError};
@@ -38,16 +38,22 @@ pub struct PollContext<'a> {
     pub route: &'a str,
     /// The snapshot this request runs under.
     pub config: &'a Config,
-    pub broker: &'a Broker,
-    pub metrics: &'a Metrics,
-    pub shutdown: &'a CancellationToken,
-    pub admission: &'a Arc<Admission>,
-    pub authorizer: &'a Authorizer,
+    pub services: &'a Services,
     pub clients: &'a Clients,
     pub peer: Peer,
     /// The connection's send queue (HTTP/2 and hyper's HTTP/1; the lean
     /// path writes one answer at a time and needs none).
     pub queue: Option<&'a Arc<SendQueue>>,
+}
+
+/// The running instance's parts a poll uses, owned by the instance and
+/// borrowed by each poll as one reference (a held poll carries it).
+pub struct Services {
+    pub broker: Broker,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+    pub admission: Arc<Admission>,
+    pub authorizer: Authorizer,
 }
 
 /// Why a poll was not held.
@@ -113,11 +119,11 @@ pub fn handle<'a, B>(
     cx: PollContext<'a>,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     let (head, _body) = req.into_parts();
-    let origin = route.cors.as_ref().and_then(|_| {
+    let origin: Option<Box<str>> = route.cors.as_ref().and_then(|_| {
         head.headers
             .get(header::ORIGIN)
             .and_then(|o| o.to_str().ok())
-            .map(str::to_owned)
+            .map(Box::from)
     });
     let step = match head.method {
         Method::OPTIONS => Step::Answered(Box::new(preflight(&head.headers, route.cors.as_ref()))),
@@ -157,9 +163,8 @@ enum Step {
     Admitted(Ticket),
 }
 
-/// An admitted poll: what holding it needs.
+/// An admitted poll: what holding it needs (its channel is its permit's).
 struct Ticket {
-    channel: ChannelName,
     params: PollParams,
     permit: Permit,
     /// The request's headers, kept only for a route that asks the app.
@@ -185,10 +190,10 @@ fn admit(
     let client = identity::client_id(source, &head.headers, addr)?;
     // Limits first: cheap, and they shield the authorization upstream too.
     let permit = cx
+        .services
         .admission
         .admit(client, addr, &channel, cx.config.limits)?;
     Ok(Ticket {
-        channel,
         params,
         permit,
         authorize: route.authorize.as_ref().map(|_| Box::new(head.headers)),
@@ -200,24 +205,28 @@ fn admit(
 fn rejected(e: PollError, cx: &PollContext<'_>) -> Response<Body> {
     match e {
         PollError::Limit(limit) => {
-            cx.metrics.poll_ended(PollOutcome::rejected_limit);
-            cx.metrics.limit_refused(limit.label());
-            if let Some(suppressed) = cx.admission.should_log() {
+            cx.services.metrics.poll_ended(PollOutcome::rejected_limit);
+            cx.services.metrics.limit_refused(limit.label());
+            if let Some(suppressed) = cx.services.admission.should_log() {
                 tracing::warn!(limit = %limit, suppressed, "poll refused by a limit");
             }
             h::error_response(&PollError::Limit(limit))
         }
         PollError::Denied(resp) => {
-            cx.metrics.poll_ended(PollOutcome::rejected_invalid);
+            cx.services
+                .metrics
+                .poll_ended(PollOutcome::rejected_invalid);
             *resp
         }
         PollError::Broker(_) => {
-            cx.metrics.poll_ended(PollOutcome::error);
-            cx.metrics.broker_error();
+            cx.services.metrics.poll_ended(PollOutcome::error);
+            cx.services.metrics.broker_error();
             h::error_response(&e)
         }
         other => {
-            cx.metrics.poll_ended(PollOutcome::rejected_invalid);
+            cx.services
+                .metrics
+                .poll_ended(PollOutcome::rejected_invalid);
             h::error_response(&other)
         }
     }
@@ -238,13 +247,13 @@ async fn authorize(
     let caller = Caller {
         clients: cx.clients,
         peer: cx.peer,
-        metrics: cx.metrics,
+        metrics: &cx.services.metrics,
     };
-    let checked = Box::pin(cx.authorizer.check(
+    let checked = Box::pin(cx.services.authorizer.check(
         auth,
         caller,
         headers,
-        &ticket.channel,
+        ticket.permit.channel(),
         ticket.permit.client(),
     ))
     .await;
@@ -253,7 +262,7 @@ async fn authorize(
         Err(authorize::AuthError::Denied(resp)) => Err(PollError::Denied(Box::new(resp))),
         Err(authorize::AuthError::Unexpected(status)) => Err(PollError::AuthStatus(status)),
         Err(authorize::AuthError::Upstream(e)) => {
-            e.count(cx.metrics, &auth.upstream.name);
+            e.count(&cx.services.metrics, &auth.upstream.name);
             Err(PollError::AuthUpstream(e))
         }
     }
@@ -271,21 +280,21 @@ async fn hold(
         // The headers are for the check only: freed before the hold.
         authorize(ticket, &headers, route, cx).await?;
     }
-    let (channel, params) = (&ticket.channel, &ticket.params);
-    let mut sub = cx.broker.subscribe(channel, cx.config.buffer);
-    let cursor = match params.cursor {
+    let buffer = cx.config.buffer;
+    let mut sub = cx
+        .services
+        .broker
+        .subscribe(ticket.permit.channel(), buffer);
+    let cursor = match ticket.params.cursor {
         Some(c) => c,
-        None => Cursor::After(sub.head().await?),
-    };
-    let max = params.max.unwrap_or(1);
-    let fallback = match cursor {
-        Cursor::After(t) => t,
-        Cursor::Oldest | Cursor::AfterId(_) => Timestamp(0),
+        None => Cursor::After(sub.head(buffer).await?),
     };
     // In the ticket, which outlives this future: by the time the held gauge
     // goes down, the poll's outcome is counted and its slot is free.
-    ticket.held = Some(cx.metrics.hold(cx.route));
-    let mut outcome = OutcomeGuard::new(cx.metrics);
+    ticket.held = Some(cx.services.metrics.hold(cx.route));
+    let params = &ticket.params;
+    let max = || params.max.unwrap_or(1);
+    let mut outcome = OutcomeGuard::new(&cx.services.metrics);
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
 
@@ -295,10 +304,10 @@ async fn hold(
             // A broker that cannot be read right now leaves the poll held: the
             // broker wakes every waiter when it is back, and the deadline still
             // ends the hold with a timeout that hands the cursor back unchanged.
-            let read = match sub.read(cursor, max).await {
+            let read = match sub.read(cursor, max(), buffer).await {
                 Ok(read) => read,
                 Err(_) => {
-                    cx.metrics.broker_error();
+                    cx.services.metrics.broker_error();
                     crate::broker::Read::default()
                 }
             };
@@ -309,7 +318,7 @@ async fn hold(
                     // closed it), render nothing: the server drops this
                     // request with its connection.
                     drop(read);
-                    if Box::pin(room(queue, cx.shutdown)).await.is_err() {
+                    if Box::pin(room(queue, &cx.services.shutdown)).await.is_err() {
                         std::future::pending::<()>().await;
                     }
                     continue;
@@ -324,34 +333,40 @@ async fn hold(
             if read.gap {
                 // Nothing left to send, but the client must learn it missed some.
                 outcome.set(PollOutcome::gap);
-                return Ok(answer(render::timeout(
-                    sub.timeout_mark(fallback).await,
-                    true,
-                )));
+                let mark = sub.timeout_mark(fallback(cursor), buffer).await;
+                return Ok(answer(render::timeout(mark, true)));
             }
         }
         tokio::select! {
             biased;
             _ = sub.changed() => continue,
             _ = &mut deadline => break,
-            _ = cx.shutdown.cancelled() => break,
+            _ = cx.services.shutdown.cancelled() => break,
         }
     }
     // A last look: a message found now was accepted but its wakeup never
     // reached us. Deliver it, and make the broken wakeup visible.
-    if let Ok(read) = sub.read(cursor, max).await {
+    if let Ok(read) = sub.read(cursor, max(), buffer).await {
         if !read.messages.is_empty() {
-            cx.metrics.wakeup_missed();
+            cx.services.metrics.wakeup_missed();
+            let channel = ticket.permit.channel();
             tracing::warn!(channel = %channel, "held poll was not woken for an accepted message");
             outcome.set(PollOutcome::message);
             return Ok(deliver(&read, params.max.is_some(), cx));
         }
     }
     outcome.set(PollOutcome::timeout);
-    Ok(answer(render::timeout(
-        sub.timeout_mark(fallback).await,
-        false,
-    )))
+    let mark = sub.timeout_mark(fallback(cursor), buffer).await;
+    Ok(answer(render::timeout(mark, false)))
+}
+
+/// The cursor a timeout hands back when the broker cannot be asked: the
+/// client's own, so it simply polls again from where it was.
+fn fallback(cursor: Cursor) -> Timestamp {
+    match cursor {
+        Cursor::After(t) => t,
+        Cursor::Oldest | Cursor::AfterId(_) => Timestamp(0),
+    }
 }
 
 /// Waits until the connection's send queue has room, or shutdown.
@@ -374,7 +389,9 @@ fn deliver(read: &crate::broker::Read, batch: bool, cx: &PollContext<'_>) -> Res
         let age = crate::broker::Timestamp::now()
             .0
             .saturating_sub(first.timestamp.0);
-        cx.metrics.delivered(count as u64, age as f64 / 1e6);
+        cx.services
+            .metrics
+            .delivered(count as u64, age as f64 / 1e6);
     }
     h::json_pieces(StatusCode::OK, pieces, cx.queue.cloned())
 }

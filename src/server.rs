@@ -316,18 +316,13 @@ where
     /// Starts on the lean path; moves to hyper at a request it does not serve.
     async fn serve_lean(self, stream: tokio::net::TcpStream, info: ConnInfo) {
         let Some(lean) = &self.shared.lean else {
-            return self.serve(stream, info).await;
+            // Spawned, never awaited here: this future would otherwise be as
+            // large as hyper's, and it is what a held lean poll's task is.
+            tokio::spawn(self.serve(stream, info).in_current_span());
+            return;
         };
         let shared = &self.shared;
-        match lean::serve(
-            stream,
-            info.clone(),
-            lean,
-            &shared.settings,
-            &shared.shutdown,
-        )
-        .await
-        {
+        match lean::serve(stream, &info, lean, &shared.settings, &shared.shutdown).await {
             lean::Ended::Closed(fault) => {
                 if let Some(fault) = fault {
                     shared.metrics.client_error(fault);

@@ -116,7 +116,6 @@ impl MemoryBroker {
             slot,
             rx: Some(rx),
             head,
-            buffer,
         }
     }
 
@@ -205,9 +204,6 @@ pub struct Subscription {
     rx: Option<watch::Receiver<Timestamp>>,
     /// The channel's head when this subscription began.
     head: Timestamp,
-    /// The limits in force when the poll came: a read serves nothing they
-    /// exclude, whenever the sweep last ran.
-    buffer: BufferConfig,
 }
 
 impl Subscription {
@@ -215,11 +211,13 @@ impl Subscription {
         self.head
     }
 
-    pub fn read(&self, cursor: Cursor, max: usize) -> Read {
+    /// A read serves nothing `buffer`'s limits exclude now, whenever the
+    /// sweep last ran.
+    pub fn read(&self, cursor: Cursor, max: usize, buffer: BufferConfig) -> Read {
         self.slot
             .buffer
             .lock()
-            .read(cursor, max, self.buffer, Timestamp::now())
+            .read(cursor, max, buffer, Timestamp::now())
     }
 
     pub fn timeout_mark(&self) -> Timestamp {

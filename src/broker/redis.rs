@@ -226,11 +226,7 @@ impl RedisBroker {
             .map_or(0, |s| s.wake.receiver_count())
     }
 
-    pub fn subscribe(
-        self: &Arc<Self>,
-        channel: &ChannelName,
-        buffer: BufferConfig,
-    ) -> Subscription {
+    pub fn subscribe(self: &Arc<Self>, channel: &ChannelName) -> Subscription {
         let (slot, rx) = {
             let mut map = self.slots.shard(channel).lock();
             let slot = map
@@ -251,7 +247,6 @@ impl RedisBroker {
             channel: channel.clone(),
             slot,
             rx: Some(rx),
-            buffer,
         }
     }
 
@@ -415,23 +410,30 @@ pub struct Subscription {
     channel: ChannelName,
     slot: Arc<Slot>,
     rx: Option<watch::Receiver<Timestamp>>,
-    buffer: BufferConfig,
 }
 
 impl Subscription {
-    pub async fn head(&self) -> Result<Timestamp, BrokerError> {
+    pub async fn head(&self, buffer: BufferConfig) -> Result<Timestamp, BrokerError> {
         let mut cache = self.slot.cache.lock().await;
-        self.fetch(&mut cache, Timestamp(u64::MAX / 2), 1).await?;
+        self.fetch(&mut cache, Timestamp(u64::MAX / 2), 1, buffer)
+            .await?;
         Ok(cache.upto)
     }
 
-    pub async fn read(&self, cursor: Cursor, max: usize) -> Result<Read, BrokerError> {
+    pub async fn read(
+        &self,
+        cursor: Cursor,
+        max: usize,
+        buffer: BufferConfig,
+    ) -> Result<Read, BrokerError> {
         match cursor {
-            Cursor::Oldest => self.read_after(Timestamp(0), max, false).await,
-            Cursor::After(t) => self.read_after(t, max, true).await,
+            Cursor::Oldest => self.read_after(Timestamp(0), max, false, buffer).await,
+            Cursor::After(t) => self.read_after(t, max, true, buffer).await,
             // Ids are not indexed in Redis: look for it in the history.
             Cursor::AfterId(id) => {
-                let all = self.read_after(Timestamp(0), usize::MAX, false).await?;
+                let all = self
+                    .read_after(Timestamp(0), usize::MAX, false, buffer)
+                    .await?;
                 match all.messages.iter().position(|m| m.id == id) {
                     Some(i) => Ok(Read {
                         messages: all.messages.into_iter().skip(i + 1).take(max).collect(),
@@ -451,6 +453,7 @@ impl Subscription {
         after: Timestamp,
         max: usize,
         check_gap: bool,
+        buffer: BufferConfig,
     ) -> Result<Read, BrokerError> {
         let known = self.slot.wake.latest();
         let stale = self.slot.stale.swap(false, Ordering::AcqRel);
@@ -461,13 +464,14 @@ impl Subscription {
                 &mut cache,
                 after,
                 max.clamp(REDIS_READ_BATCH, REDIS_READ_MAX),
+                buffer,
             )
             .await?;
         }
         // The cache may hold messages that have aged past `max_age` since
         // it was filled: they are not served, and a cursor before one of
         // them missed it (this instance's clock; Redis's trims on its own).
-        let cutoff = Timestamp::now().saturating_sub(self.buffer.max_age);
+        let cutoff = Timestamp::now().saturating_sub(buffer.max_age);
         let expired_after_cursor = cache
             .messages
             .iter()
@@ -492,6 +496,7 @@ impl Subscription {
         cache: &mut Cache,
         after: Timestamp,
         count: usize,
+        buffer: BufferConfig,
     ) -> Result<(), BrokerError> {
         let (stream, meta) = self.broker.keys(&self.channel);
         let mut inv = self.broker.scripts.read.prepare_invoke();
@@ -499,9 +504,9 @@ impl Subscription {
             .key(&meta)
             .arg(after.0)
             .arg(count)
-            .arg(RedisBroker::ttl_secs(self.buffer))
-            .arg(self.buffer.max_size)
-            .arg(u64::try_from(self.buffer.max_age.as_micros()).unwrap_or(u64::MAX));
+            .arg(RedisBroker::ttl_secs(buffer))
+            .arg(buffer.max_size)
+            .arg(u64::try_from(buffer.max_age.as_micros()).unwrap_or(u64::MAX));
         let fields: Vec<Bytes> = self
             .broker
             .invoke::<Vec<Vec<u8>>>(inv)
@@ -549,10 +554,10 @@ impl Subscription {
         Ok(())
     }
 
-    pub async fn timeout_mark(&self, fallback: Timestamp) -> Timestamp {
+    pub async fn timeout_mark(&self, fallback: Timestamp, buffer: BufferConfig) -> Timestamp {
         let (_, meta) = self.broker.keys(&self.channel);
         let mut inv = self.broker.scripts.timeout_mark.prepare_invoke();
-        inv.key(&meta).arg(RedisBroker::ttl_secs(self.buffer));
+        inv.key(&meta).arg(RedisBroker::ttl_secs(buffer));
         match self.broker.invoke::<String>(inv).await {
             Ok(ts) => ts.parse().map(Timestamp).unwrap_or(fallback),
             // Broker down: hand the client its own cursor back. Lossless; it

@@ -150,6 +150,11 @@ impl Permit {
     pub fn client(&self) -> &str {
         &self.client
     }
+
+    /// The channel the slot was taken on.
+    pub fn channel(&self) -> &ChannelName {
+        &self.channel
+    }
 }
 
 impl Drop for Permit {

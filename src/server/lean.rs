@@ -64,7 +64,7 @@ pub enum Ended {
 /// Serves requests on `stream` until it closes or a request needs hyper.
 pub async fn serve(
     mut stream: TcpStream,
-    info: ConnInfo,
+    info: &ConnInfo,
     lean: &Lean,
     settings: &ConnSettings,
     shutdown: &CancellationToken,
