@@ -198,8 +198,9 @@ impl Subscription {
     }
 
     /// Up to `max` messages after `cursor`, of those `buffer`'s limits
-    /// allow now, and whether the cursor is a gap. (The limits come with
-    /// each call, not kept here: a held poll's subscription stays small.)
+    /// allow at `now`, and whether the cursor is a gap. (The limits and the
+    /// clock come with each call: a held poll's subscription stays small,
+    /// and the caller's one clock reading serves the read and its metrics.)
     ///
     /// # Errors
     /// [`BrokerError::Unavailable`] when the back end cannot be reached.
@@ -208,10 +209,11 @@ impl Subscription {
         cursor: Cursor,
         max: usize,
         buffer: BufferConfig,
+        now: Timestamp,
     ) -> Result<Read, BrokerError> {
         match self {
-            Subscription::Memory(s) => Ok(s.read(cursor, max, buffer)),
-            Subscription::Redis(s) => Box::pin(s.read(cursor, max, buffer)).await,
+            Subscription::Memory(s) => Ok(s.read(cursor, max, buffer, now)),
+            Subscription::Redis(s) => Box::pin(s.read(cursor, max, buffer, now)).await,
         }
     }
 

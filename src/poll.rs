@@ -304,7 +304,10 @@ async fn hold(
             // A broker that cannot be read right now leaves the poll held: the
             // broker wakes every waiter when it is back, and the deadline still
             // ends the hold with a timeout that hands the cursor back unchanged.
-            let read = match sub.read(cursor, max(), buffer).await {
+            // One clock reading per read: the buffer's age limit and the
+            // delivery latency both use it (a clock read is not free on a VM).
+            let now = Timestamp::now();
+            let read = match sub.read(cursor, max(), buffer, now).await {
                 Ok(read) => read,
                 Err(_) => {
                     cx.services.metrics.broker_error();
@@ -328,7 +331,7 @@ async fn hold(
                 } else {
                     PollOutcome::message
                 });
-                return Ok(deliver(&read, params.max.is_some(), cx));
+                return Ok(deliver(&read, params.max.is_some(), cx, now));
             }
             if read.gap {
                 // Nothing left to send, but the client must learn it missed some.
@@ -346,13 +349,14 @@ async fn hold(
     }
     // A last look: a message found now was accepted but its wakeup never
     // reached us. Deliver it, and make the broken wakeup visible.
-    if let Ok(read) = sub.read(cursor, max(), buffer).await {
+    let now = Timestamp::now();
+    if let Ok(read) = sub.read(cursor, max(), buffer, now).await {
         if !read.messages.is_empty() {
             cx.services.metrics.wakeup_missed();
             let channel = ticket.permit.channel();
             tracing::warn!(channel = %channel, "held poll was not woken for an accepted message");
             outcome.set(PollOutcome::message);
-            return Ok(deliver(&read, params.max.is_some(), cx));
+            return Ok(deliver(&read, params.max.is_some(), cx, now));
         }
     }
     outcome.set(PollOutcome::timeout);
@@ -377,23 +381,32 @@ async fn room(queue: &SendQueue, shutdown: &CancellationToken) -> Result<(), Que
     }
 }
 
-fn deliver(read: &crate::broker::Read, batch: bool, cx: &PollContext<'_>) -> Response<Body> {
-    let (pieces, count) = match (batch, read.messages.first()) {
-        (false, Some(first)) => (render::single(first, read.gap), 1),
-        _ => {
-            let sent = render::fitting(&read.messages, cx.config.poll.max_batch_bytes);
-            (render::batch(sent, read.gap), sent.len())
-        }
+fn deliver(
+    read: &crate::broker::Read,
+    batch: bool,
+    cx: &PollContext<'_>,
+    now: Timestamp,
+) -> Response<Body> {
+    let Some(first) = read.messages.first() else {
+        // Not reached (only reads with messages are delivered); an empty
+        // batch says nothing and moves no cursor, so nothing could be lost.
+        return h::json_pieces(StatusCode::OK, render::batch(&[], read.gap), None);
     };
-    if let Some(first) = read.messages.first() {
-        let age = crate::broker::Timestamp::now()
-            .0
-            .saturating_sub(first.timestamp.0);
-        cx.services
-            .metrics
-            .delivered(count as u64, age as f64 / 1e6);
-    }
-    h::json_pieces(StatusCode::OK, pieces, cx.queue.cloned())
+    let queue = cx.queue.cloned();
+    let (resp, count) = if batch {
+        let sent = render::fitting(&read.messages, cx.config.poll.max_batch_bytes);
+        let pieces = render::batch(sent, read.gap);
+        (h::json_pieces(StatusCode::OK, pieces, queue), sent.len())
+    } else {
+        // An array, not a list: a single message is one piece, no allocation.
+        let pieces = render::single(first, read.gap);
+        (h::json_pieces(StatusCode::OK, pieces, queue), 1)
+    };
+    let age = now.0.saturating_sub(first.timestamp.0);
+    cx.services
+        .metrics
+        .delivered(count as u64, age as f64 / 1e6);
+    resp
 }
 
 fn answer(body: Bytes) -> Response<Body> {

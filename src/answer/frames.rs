@@ -21,6 +21,9 @@ use crate::defaults::ANSWER_FRAME_BYTES;
 
 /// A body of known length, made of shared pieces.
 pub struct Frames {
+    /// The piece being handed out, then the others: a one-piece answer (a
+    /// single message, nearly every poll) allocates no list.
+    first: Bytes,
     pieces: VecDeque<Bytes>,
     remaining: usize,
     queue: Option<Arc<SendQueue>>,
@@ -29,28 +32,38 @@ pub struct Frames {
 impl Frames {
     /// `queue`: the connection's send queue, when it has one.
     pub fn new(pieces: impl IntoIterator<Item = Bytes>, queue: Option<Arc<SendQueue>>) -> Frames {
-        let pieces: VecDeque<Bytes> = pieces.into_iter().filter(|p| !p.is_empty()).collect();
-        let remaining = pieces.iter().map(Bytes::len).sum();
+        let mut pieces = pieces.into_iter().filter(|p| !p.is_empty());
+        let first = pieces.next().unwrap_or_default();
+        let pieces: VecDeque<Bytes> = pieces.collect();
+        let remaining = first.len() + pieces.iter().map(Bytes::len).sum::<usize>();
         if let Some(q) = &queue {
             q.add(remaining);
         }
         Frames {
+            first,
             pieces,
             remaining,
             queue,
         }
     }
 
+    /// The next piece to hand out.
+    fn pop(&mut self) -> Option<Bytes> {
+        if self.first.is_empty() {
+            self.pieces.pop_front()
+        } else {
+            Some(std::mem::take(&mut self.first))
+        }
+    }
+
     /// The next frame: at most `ANSWER_FRAME_BYTES`, copied only when small
     /// pieces are joined.
     fn next_frame(&mut self) -> Option<Bytes> {
-        let first = self.pieces.pop_front()?;
+        let first = self.pop()?;
         if first.len() >= ANSWER_FRAME_BYTES {
             let mut first = first;
             let frame = first.split_to(ANSWER_FRAME_BYTES);
-            if !first.is_empty() {
-                self.pieces.push_front(first);
-            }
+            self.first = first;
             return Some(frame);
         }
         let next_fits = self

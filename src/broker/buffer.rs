@@ -121,28 +121,31 @@ impl ChannelBuffer {
         // The servable part: the newest `max_size`, none older than `max_age`.
         let cutoff = now.saturating_sub(limits.max_age);
         let by_size = self.messages.len().saturating_sub(limits.max_size.max(1));
-        let by_age = self.messages.partition_point(|m| m.timestamp < cutoff);
+        // Nearly always nothing has expired: one look at the oldest says so.
+        let by_age = match self.messages.front() {
+            Some(oldest) if oldest.timestamp < cutoff => {
+                self.messages.partition_point(|m| m.timestamp < cutoff)
+            }
+            _ => 0,
+        };
         let first = by_size.max(by_age);
         let lost_before = match first.checked_sub(1).and_then(|i| self.messages.get(i)) {
             Some(newest_gone) => self.lost_before.max(newest_gone.timestamp),
             None => self.lost_before,
         };
-        let servable = self.messages.range(first..);
         let (after, gap) = match cursor {
             Cursor::Oldest => (Timestamp(0), false),
             Cursor::After(c) => (c, c < lost_before),
-            Cursor::AfterId(id) => match servable.clone().find(|m| m.id == id) {
+            Cursor::AfterId(id) => match self.messages.range(first..).find(|m| m.id == id) {
                 Some(m) => (m.timestamp, false),
                 // Unknown id: trimmed, expired, or from before this history. Resync.
                 None => (Timestamp(0), true),
             },
         };
+        // Binary searches, not a walk: a channel can hold thousands.
+        let start = first.max(self.messages.partition_point(|m| m.timestamp <= after));
         Read {
-            messages: servable
-                .skip_while(|m| m.timestamp <= after)
-                .take(max)
-                .cloned()
-                .collect(),
+            messages: self.messages.range(start..).take(max).cloned().collect(),
             gap,
         }
     }

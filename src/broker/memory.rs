@@ -213,11 +213,8 @@ impl Subscription {
 
     /// A read serves nothing `buffer`'s limits exclude now, whenever the
     /// sweep last ran.
-    pub fn read(&self, cursor: Cursor, max: usize, buffer: BufferConfig) -> Read {
-        self.slot
-            .buffer
-            .lock()
-            .read(cursor, max, buffer, Timestamp::now())
+    pub fn read(&self, cursor: Cursor, max: usize, buffer: BufferConfig, now: Timestamp) -> Read {
+        self.slot.buffer.lock().read(cursor, max, buffer, now)
     }
 
     pub fn timeout_mark(&self) -> Timestamp {

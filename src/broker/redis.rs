@@ -425,14 +425,15 @@ impl Subscription {
         cursor: Cursor,
         max: usize,
         buffer: BufferConfig,
+        now: Timestamp,
     ) -> Result<Read, BrokerError> {
         match cursor {
-            Cursor::Oldest => self.read_after(Timestamp(0), max, false, buffer).await,
-            Cursor::After(t) => self.read_after(t, max, true, buffer).await,
+            Cursor::Oldest => self.read_after(Timestamp(0), max, false, buffer, now).await,
+            Cursor::After(t) => self.read_after(t, max, true, buffer, now).await,
             // Ids are not indexed in Redis: look for it in the history.
             Cursor::AfterId(id) => {
                 let all = self
-                    .read_after(Timestamp(0), usize::MAX, false, buffer)
+                    .read_after(Timestamp(0), usize::MAX, false, buffer, now)
                     .await?;
                 match all.messages.iter().position(|m| m.id == id) {
                     Some(i) => Ok(Read {
@@ -454,6 +455,7 @@ impl Subscription {
         max: usize,
         check_gap: bool,
         buffer: BufferConfig,
+        now: Timestamp,
     ) -> Result<Read, BrokerError> {
         let known = self.slot.wake.latest();
         let stale = self.slot.stale.swap(false, Ordering::AcqRel);
@@ -471,7 +473,7 @@ impl Subscription {
         // The cache may hold messages that have aged past `max_age` since
         // it was filled: they are not served, and a cursor before one of
         // them missed it (this instance's clock; Redis's trims on its own).
-        let cutoff = Timestamp::now().saturating_sub(buffer.max_age);
+        let cutoff = now.saturating_sub(buffer.max_age);
         let expired_after_cursor = cache
             .messages
             .iter()

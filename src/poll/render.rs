@@ -9,12 +9,13 @@ use bytes::Bytes;
 
 use crate::broker::{Message, Timestamp};
 
-/// `{"status":"message","data":{...},"timestamp":T}` (+ `"gap":true`).
-pub fn single(message: &Message, gap: bool) -> Vec<Bytes> {
+/// `{"status":"message","data":{...},"timestamp":T}` (+ `"gap":true`):
+/// one piece, or three with the gap.
+pub fn single(message: &Message, gap: bool) -> [Bytes; 3] {
     if !gap {
-        return vec![message.single.clone()];
+        return [message.single.clone(), Bytes::new(), Bytes::new()];
     }
-    vec![
+    [
         Bytes::from_static(b"{\"status\":\"message\",\"data\":"),
         message.data.clone(),
         Bytes::from(format!(

@@ -60,7 +60,12 @@ pub(super) async fn answer(
         (None, _) => Framing::Close,
     };
     let keep_alive = keep_alive && framing != Framing::Close;
-    let mut out = Vec::with_capacity(256);
+    // Room for the head and, when it will join it, the whole body.
+    let joined = match framing {
+        Framing::Length(n) if !head_only => usize::try_from(n).unwrap_or(0),
+        _ => 0,
+    };
+    let mut out = Vec::with_capacity(256 + joined.min(LEAN_COALESCE_BYTES));
     out.extend_from_slice(if version == Version::HTTP_10 {
         b"HTTP/1.0 "
     } else {
