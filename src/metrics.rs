@@ -9,7 +9,6 @@
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,100 +16,13 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-/// How a poll ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum PollOutcome {
-    message,
-    timeout,
-    gap,
-    /// Refused by a limit (429).
-    rejected_limit,
-    /// Refused for bad input (400) or authorization.
-    rejected_invalid,
-    /// The client went away while held.
-    client_gone,
-    /// The broker failed mid-hold.
-    error,
-}
+mod labels;
 
-/// A fault of the client's, counted apart from the app's errors (an
-/// operator alerting on upstream errors is never paged for these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum ClientError {
-    /// Closed the connection in the middle of a request body.
-    body_aborted,
-    /// Stopped sending a request body (`server.body_timeout`).
-    body_timeout,
-    /// Took no answer bytes for `server.write_timeout`.
-    write_timeout,
-    /// Sent no complete request within `server.header_timeout` of connecting.
-    no_request,
-    /// Cancelled HTTP/2 streams faster than `H2_MAX_RESETS_PER_SEC`.
-    rapid_reset,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum ResultKind {
-    ok,
-    failed,
-    accepted,
-    rejected,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct RouteLabel {
-    route: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: PollOutcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ResultLabel {
-    result: ResultKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ProxyLabel {
-    route: String,
-    class: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct UpstreamErrorLabel {
-    upstream: String,
-    kind: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct HashLabel {
-    hash: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ClientErrorLabel {
-    kind: ClientError,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ListenerLabel {
-    listener: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct UpstreamLabel {
-    upstream: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct LimitLabel {
-    limit: &'static str,
-}
+pub use labels::{ClientError, PollOutcome, ResultKind};
+use labels::{
+    ClientErrorLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel, ResultLabel,
+    RouteLabel, UpstreamErrorLabel, UpstreamLabel,
+};
 
 struct Inner {
     registry: Registry,
@@ -157,6 +69,17 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` under `name` and hands it back.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// Latency buckets from 0.5 ms to ~16 s: a delivery is sub-millisecond when
 /// healthy, and a proxied request may legitimately take seconds.
 fn latency_histogram() -> Histogram {
@@ -166,141 +89,125 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("pollgate");
-        let polls_held = Family::<RouteLabel, Gauge>::default();
-        registry.register(
+        let polls_held = registered(
+            &mut registry,
             "polls_held",
             "Long polls held right now, by route",
-            polls_held.clone(),
+            Family::<RouteLabel, Gauge>::default(),
         );
-        let polls_ended = Family::<OutcomeLabel, Counter>::default();
-        registry.register("polls", "Long polls ended, by outcome", polls_ended.clone());
-        let publishes = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let polls_ended = registered(
+            &mut registry,
+            "polls",
+            "Long polls ended, by outcome",
+            Family::<OutcomeLabel, Counter>::default(),
+        );
+        let publishes = registered(
+            &mut registry,
             "publishes",
             "Publish requests (items), accepted or rejected",
-            publishes.clone(),
+            Family::<ResultLabel, Counter>::default(),
         );
-        let delivered = Counter::default();
-        registry.register(
+        let delivered = registered(
+            &mut registry,
             "messages_delivered",
             "Messages sent to polling clients",
-            delivered.clone(),
+            Counter::default(),
         );
-        let delivery_latency = latency_histogram();
-        registry.register(
+        let delivery_latency = registered(
+            &mut registry,
             "delivery_latency_seconds",
             "Time from a message's publish to its delivery in a poll answer",
-            delivery_latency.clone(),
+            latency_histogram(),
         );
-        let wakeups_missed = Counter::default();
-        registry.register(
-            "wakeups_missed",
-            "Held polls that reached their timeout although a message for them had been accepted (should stay 0)",
-            wakeups_missed.clone(),
-        );
-        let log_lines_dropped = Counter::default();
-        registry.register(
+        let wakeups_missed = registered(&mut registry, "wakeups_missed", "Held polls that reached their timeout although a message for them had been accepted (should stay 0)", Counter::default());
+        let log_lines_dropped = registered(
+            &mut registry,
             "log_lines_dropped",
             "Log lines dropped because stderr could not keep up (see the README's Logs)",
-            log_lines_dropped.clone(),
+            Counter::default(),
         );
-        let proxy_requests = Family::<ProxyLabel, Counter>::default();
-        registry.register(
+        let proxy_requests = registered(
+            &mut registry,
             "proxy_requests",
             "Proxied requests, by route and status class",
-            proxy_requests.clone(),
+            Family::<ProxyLabel, Counter>::default(),
         );
-        let proxy_duration = Family::<RouteLabel, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        registry.register(
+        let proxy_duration = registered(
+            &mut registry,
             "proxy_duration_seconds",
             "Time to the upstream's response head, by route",
-            proxy_duration.clone(),
+            Family::<RouteLabel, Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            ),
         );
-        let upstream_errors = Family::<UpstreamErrorLabel, Counter>::default();
-        registry.register(
+        let upstream_errors = registered(
+            &mut registry,
             "upstream_errors",
             "Upstream failures, by upstream and kind",
-            upstream_errors.clone(),
+            Family::<UpstreamErrorLabel, Counter>::default(),
         );
-        let reloads = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let reloads = registered(
+            &mut registry,
             "config_reloads",
             "Config reloads, ok or failed",
-            reloads.clone(),
+            Family::<ResultLabel, Counter>::default(),
         );
-        let config_generation = Gauge::default();
-        registry.register(
+        let config_generation = registered(
+            &mut registry,
             "config_generation",
             "Configs put in force since start (0 = the first)",
-            config_generation.clone(),
+            Gauge::default(),
         );
-        let config_info = Family::<HashLabel, Gauge>::default();
-        registry.register(
+        let config_info = registered(
+            &mut registry,
             "config_info",
             "Hash of the config file in force (value is always 1)",
-            config_info.clone(),
+            Family::<HashLabel, Gauge>::default(),
         );
-        let channels = Gauge::default();
-        registry.register(
+        let channels = registered(
+            &mut registry,
             "channels",
             "Channels held by this instance",
-            channels.clone(),
+            Gauge::default(),
         );
-        let buffered = Gauge::default();
-        registry.register(
+        let buffered = registered(
+            &mut registry,
             "buffered_messages",
             "Messages buffered over all channels",
-            buffered.clone(),
+            Gauge::default(),
         );
-        let broker_up = Gauge::default();
-        registry.register(
+        let broker_up = registered(
+            &mut registry,
             "broker_up",
             "1 when the broker is reachable",
-            broker_up.clone(),
+            Gauge::default(),
         );
-        let broker_errors = Counter::default();
-        registry.register(
+        let broker_errors = registered(
+            &mut registry,
             "broker_errors",
             "Broker operations that failed",
-            broker_errors.clone(),
+            Counter::default(),
         );
-        let client_errors = Family::<ClientErrorLabel, Counter>::default();
-        registry.register(
-            "client_errors",
-            "Requests or connections ended by the client's fault, by kind (never counted as upstream errors)",
-            client_errors.clone(),
-        );
-        let connections = Family::<ListenerLabel, Gauge>::default();
-        registry.register(
+        let client_errors = registered(&mut registry, "client_errors", "Requests or connections ended by the client's fault, by kind (never counted as upstream errors)", Family::<ClientErrorLabel, Counter>::default());
+        let connections = registered(
+            &mut registry,
             "connections",
             "Connections open now, by listener",
-            connections.clone(),
+            Family::<ListenerLabel, Gauge>::default(),
         );
-        let connection_caps = Family::<ListenerLabel, Counter>::default();
-        registry.register(
-            "connection_cap_reached",
-            "Times a listener reached its connection cap and stopped accepting until a connection ended",
-            connection_caps.clone(),
-        );
-        let shed = Family::<UpstreamLabel, Counter>::default();
-        registry.register(
-            "upstream_shed",
-            "Requests answered 503 at once because the upstream had max_in_flight requests in flight",
-            shed.clone(),
-        );
-        let limit_refusals = Family::<LimitLabel, Counter>::default();
-        registry.register(
+        let connection_caps = registered(&mut registry, "connection_cap_reached", "Times a listener reached its connection cap and stopped accepting until a connection ended", Family::<ListenerLabel, Counter>::default());
+        let shed = registered(&mut registry, "upstream_shed", "Requests answered 503 at once because the upstream had max_in_flight requests in flight", Family::<UpstreamLabel, Counter>::default());
+        let limit_refusals = registered(
+            &mut registry,
             "poll_limit_refusals",
             "Polls refused (429), by the limit that refused them",
-            limit_refusals.clone(),
+            Family::<LimitLabel, Counter>::default(),
         );
-        let trims = Counter::default();
-        registry.register(
+        let trims = registered(
+            &mut registry,
             "memory_trims",
             "Times freed memory was handed back to the system after a peak",
-            trims.clone(),
+            Counter::default(),
         );
         Metrics(Arc::new(Inner {
             registry,

@@ -8,6 +8,7 @@
 
 mod admit;
 mod authorize;
+mod cors;
 mod identity;
 mod params;
 mod render;
@@ -25,7 +26,7 @@ use crate::broker::{Broker, BrokerError, Cursor, Timestamp};
 use crate::config::Config;
 use crate::metrics::{HeldGuard, Metrics, PollOutcome};
 use crate::proxy::{Caller, Clients, Peer, ProxyError};
-use crate::routes::{Cors, PollRoute};
+use crate::routes::PollRoute;
 
 pub use admit::{Admission, LimitError, Limits, Permit};
 pub use authorize::Authorizer;
@@ -126,7 +127,10 @@ pub fn handle<'a, B>(
             .map(Box::from)
     });
     let step = match head.method {
-        Method::OPTIONS => Step::Answered(Box::new(preflight(&head.headers, route.cors.as_ref()))),
+        Method::OPTIONS => Step::Answered(Box::new(cors::preflight(
+            &head.headers,
+            route.cors.as_ref(),
+        ))),
         Method::GET | Method::HEAD => match admit(head, route, rest, &cx) {
             Ok(ticket) => Step::Admitted(ticket),
             Err(e) => Step::Answered(Box::new(rejected(e, &cx))),
@@ -149,7 +153,7 @@ pub fn handle<'a, B>(
             },
         };
         if let (Some(cors), Some(origin)) = (route.cors.as_ref(), origin.as_deref()) {
-            allow_origin(resp.headers_mut(), cors, origin);
+            cors::allow_origin(resp.headers_mut(), cors, origin);
         }
         resp
     }
@@ -437,51 +441,5 @@ impl Drop for OutcomeGuard<'_> {
     fn drop(&mut self) {
         self.metrics
             .poll_ended(self.outcome.unwrap_or(PollOutcome::client_gone));
-    }
-}
-
-fn preflight(req: &HeaderMap, cors: Option<&Cors>) -> Response<Body> {
-    let mut resp = Response::new(h::empty());
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    let Some(cors) = cors else { return resp };
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    let allow_headers = if cors.allow_headers.is_empty() {
-        // Echo what the browser asks for: a poll carries no side effects.
-        req.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned()
-    } else {
-        HeaderValue::from_str(&cors.allow_headers.join(", ")).ok()
-    };
-    if let Some(v) = allow_headers {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
-    }
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from(cors.max_age.as_secs()),
-    );
-    resp
-}
-
-fn allow_origin(headers: &mut HeaderMap, cors: &Cors, origin: &str) {
-    headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    let Some(allowed) = cors
-        .allowed_origin(origin)
-        .and_then(|o| HeaderValue::from_str(o).ok())
-    else {
-        return;
-    };
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-    if cors.allow_credentials {
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
     }
 }

@@ -41,11 +41,15 @@ pub async fn run(args: AttackArgs) -> crate::Result<()> {
     };
     match args.kind.as_str() {
         "garbage" => {
+            // `count` requests, 100 at a time, within the attack's window.
             let per = args.count.div_ceil(100);
             for i in 0..100usize {
                 let (targets, done) = (targets.clone(), done.clone());
                 tasks.push(tokio::spawn(async move {
                     for j in 0..per {
+                        if Instant::now() >= until {
+                            return;
+                        }
                         let to = targets[(i + j) % targets.len()];
                         garbage(to, GARBAGE[(i + j) % GARBAGE.len()]).await;
                         done.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +172,6 @@ async fn garbage(addr: SocketAddr, bytes: &[u8]) {
         return;
     };
     let _ = s.write_all(bytes).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    // An answer, or the close: either says the garbage was dealt with.
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut [0u8; 512])).await;
 }

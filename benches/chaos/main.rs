@@ -240,9 +240,23 @@ fn rss_sampler(pid: u32, peak: Arc<AtomicU64>, stop: Arc<Book>) {
     });
 }
 
-/// Asks the webhook's `/healthz` every 250 ms (2 s to answer); counts failures.
+/// Asks the webhook's `/healthz` every 250 ms (2 s to answer); counts
+/// failures. On a thread and runtime of its own, as an orchestrator's probe
+/// is: the load tool's busy runtime must not make pollgate look slow.
 fn prober(webhook: SocketAddr, failures: Arc<AtomicUsize>, book: Arc<Book>) {
-    tokio::spawn(async move {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(probe(webhook, failures, book));
+    });
+}
+
+async fn probe(webhook: SocketAddr, failures: Arc<AtomicUsize>, book: Arc<Book>) {
+    {
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<Empty<bytes::Bytes>>();
@@ -260,7 +274,7 @@ fn prober(webhook: SocketAddr, failures: Arc<AtomicUsize>, book: Arc<Book>) {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    });
+    }
 }
 
 /// Runs `chaos attack …` in a process of its own.

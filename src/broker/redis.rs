@@ -14,30 +14,31 @@
 //! keeps one subscription to it and wakes its local waiters, which read from
 //! the history by cursor (the history is the truth; a notification is a hint).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::buffer::{Cursor, Read};
-use super::message::{ChannelName, Message, Prepared, Timestamp};
-use super::waiter::{self, Relays, Wake};
+use super::message::{ChannelName, Prepared, Timestamp};
+use super::waiter::{Relays, Wake};
 use super::BufferConfig;
 use super::{BrokerError, ChannelInfo, Published};
 use crate::defaults::{
     REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, REDIS_CONNECT_TIMEOUT, REDIS_IDLE_TTL_FACTOR,
-    REDIS_IDLE_TTL_MIN, REDIS_READ_BATCH, REDIS_READ_MAX, REDIS_TIMEOUT,
+    REDIS_IDLE_TTL_MIN, REDIS_TIMEOUT,
 };
 use crate::sharded::Sharded;
+
+mod subscription;
+
+use subscription::Cache;
+pub use subscription::Subscription;
 
 /// The Lua scripts (see each file): `common.lua` is prepended to each.
 const COMMON: &str = include_str!("redis/common.lua");
@@ -66,20 +67,6 @@ struct Scripts {
     publish: Script,
     read: Script,
     timeout_mark: Script,
-}
-
-/// History fetched from Redis, shared by a channel's local waiters.
-#[derive(Default)]
-struct Cache {
-    /// Every message with `from < ts <= upto` is in `messages`.
-    from: Timestamp,
-    upto: Timestamp,
-    messages: VecDeque<Arc<Message>>,
-    epoch: Timestamp,
-    lost: Timestamp,
-    /// The meta hash was missing when read: the history is gone.
-    fresh: bool,
-    valid: bool,
 }
 
 struct Slot {
@@ -401,183 +388,6 @@ fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
-    }
-}
-
-/// A local waiter's registration on a channel.
-pub struct Subscription {
-    broker: Arc<RedisBroker>,
-    channel: ChannelName,
-    slot: Arc<Slot>,
-    rx: Option<watch::Receiver<Timestamp>>,
-}
-
-impl Subscription {
-    pub async fn head(&self, buffer: BufferConfig) -> Result<Timestamp, BrokerError> {
-        let mut cache = self.slot.cache.lock().await;
-        self.fetch(&mut cache, Timestamp(u64::MAX / 2), 1, buffer)
-            .await?;
-        Ok(cache.upto)
-    }
-
-    pub async fn read(
-        &self,
-        cursor: Cursor,
-        max: usize,
-        buffer: BufferConfig,
-        now: Timestamp,
-    ) -> Result<Read, BrokerError> {
-        match cursor {
-            Cursor::Oldest => self.read_after(Timestamp(0), max, false, buffer, now).await,
-            Cursor::After(t) => self.read_after(t, max, true, buffer, now).await,
-            // Ids are not indexed in Redis: look for it in the history.
-            Cursor::AfterId(id) => {
-                let all = self
-                    .read_after(Timestamp(0), usize::MAX, false, buffer, now)
-                    .await?;
-                match all.messages.iter().position(|m| m.id == id) {
-                    Some(i) => Ok(Read {
-                        messages: all.messages.into_iter().skip(i + 1).take(max).collect(),
-                        gap: false,
-                    }),
-                    None => Ok(Read {
-                        messages: all.messages.into_iter().take(max).collect(),
-                        gap: true,
-                    }),
-                }
-            }
-        }
-    }
-
-    async fn read_after(
-        &self,
-        after: Timestamp,
-        max: usize,
-        check_gap: bool,
-        buffer: BufferConfig,
-        now: Timestamp,
-    ) -> Result<Read, BrokerError> {
-        let known = self.slot.wake.latest();
-        let stale = self.slot.stale.swap(false, Ordering::AcqRel);
-        let mut cache = self.slot.cache.lock().await;
-        let usable = !stale && cache.valid && after >= cache.from && known <= cache.upto;
-        if !usable {
-            self.fetch(
-                &mut cache,
-                after,
-                max.clamp(REDIS_READ_BATCH, REDIS_READ_MAX),
-                buffer,
-            )
-            .await?;
-        }
-        // The cache may hold messages that have aged past `max_age` since
-        // it was filled: they are not served, and a cursor before one of
-        // them missed it (this instance's clock; Redis's trims on its own).
-        let cutoff = now.saturating_sub(buffer.max_age);
-        let expired_after_cursor = cache
-            .messages
-            .iter()
-            .any(|m| m.timestamp > after && m.timestamp < cutoff);
-        let gap = check_gap
-            && ((cache.fresh && after.0 > 0)
-                || after < cache.epoch
-                || after < cache.lost
-                || expired_after_cursor);
-        let messages = cache
-            .messages
-            .iter()
-            .filter(|m| m.timestamp > after && m.timestamp >= cutoff)
-            .take(max)
-            .cloned()
-            .collect();
-        Ok(Read { messages, gap })
-    }
-
-    async fn fetch(
-        &self,
-        cache: &mut Cache,
-        after: Timestamp,
-        count: usize,
-        buffer: BufferConfig,
-    ) -> Result<(), BrokerError> {
-        let (stream, meta) = self.broker.keys(&self.channel);
-        let mut inv = self.broker.scripts.read.prepare_invoke();
-        inv.key(&stream)
-            .key(&meta)
-            .arg(after.0)
-            .arg(count)
-            .arg(RedisBroker::ttl_secs(buffer))
-            .arg(buffer.max_size)
-            .arg(u64::try_from(buffer.max_age.as_micros()).unwrap_or(u64::MAX));
-        let fields: Vec<Bytes> = self
-            .broker
-            .invoke::<Vec<Vec<u8>>>(inv)
-            .await?
-            .into_iter()
-            .map(Bytes::from)
-            .collect();
-        let num = |b: Option<&Bytes>| -> u64 {
-            b.and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        };
-        let head = Timestamp(num(fields.first()));
-        let mut messages = VecDeque::new();
-        for entry in fields.get(4..).unwrap_or_default().chunks_exact(3) {
-            let ts = Timestamp(num(entry.first()));
-            let Some(id) = entry
-                .get(1)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| Uuid::parse_str(s).ok())
-            else {
-                continue;
-            };
-            let members = Prepared::from_members(entry.get(2).cloned().unwrap_or_default());
-            messages.push_back(Arc::new(Message::new(id, ts, &members)));
-        }
-        let complete = messages.len() < count;
-        *cache = Cache {
-            from: after.min(head),
-            upto: if complete {
-                head
-            } else {
-                messages.back().map_or(head, |m| m.timestamp)
-            },
-            messages,
-            epoch: Timestamp(num(fields.get(1))),
-            lost: Timestamp(num(fields.get(2))),
-            fresh: num(fields.get(3)) == 0,
-            valid: true,
-        };
-        // A history just recreated is only "fresh" for the read that found it.
-        if cache.fresh {
-            cache.valid = false;
-        }
-        Ok(())
-    }
-
-    pub async fn timeout_mark(&self, fallback: Timestamp, buffer: BufferConfig) -> Timestamp {
-        let (_, meta) = self.broker.keys(&self.channel);
-        let mut inv = self.broker.scripts.timeout_mark.prepare_invoke();
-        inv.key(&meta).arg(RedisBroker::ttl_secs(buffer));
-        match self.broker.invoke::<String>(inv).await {
-            Ok(ts) => ts.parse().map(Timestamp).unwrap_or(fallback),
-            // Broker down: hand the client its own cursor back. Lossless; it
-            // simply asks again from where it was.
-            Err(_) => fallback,
-        }
-    }
-
-    /// The waiter's wakeup receiver (see `waiter::changed`).
-    pub(super) fn wake(&mut self) -> &mut Option<watch::Receiver<Timestamp>> {
-        &mut self.rx
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let (broker, channel) = (&self.broker, &self.channel);
-        waiter::leave(&mut self.rx, &self.slot.wake, || broker.release(channel));
     }
 }
 

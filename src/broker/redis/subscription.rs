@@ -1,0 +1,209 @@
+//! A local waiter's registration on a Redis channel, and the history its
+//! channel's waiters share: one read of Redis per instance per publish,
+//! whatever the number of local waiters.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::super::buffer::{Cursor, Read};
+use super::super::message::{ChannelName, Message, Prepared, Timestamp};
+use super::super::waiter;
+use super::super::{BrokerError, BufferConfig};
+use super::{RedisBroker, Slot};
+use crate::defaults::{REDIS_READ_BATCH, REDIS_READ_MAX};
+
+/// History fetched from Redis, shared by a channel's local waiters.
+#[derive(Default)]
+pub(super) struct Cache {
+    /// Every message with `from < ts <= upto` is in `messages`.
+    pub(super) from: Timestamp,
+    pub(super) upto: Timestamp,
+    pub(super) messages: VecDeque<Arc<Message>>,
+    pub(super) epoch: Timestamp,
+    pub(super) lost: Timestamp,
+    /// The meta hash was missing when read: the history is gone.
+    pub(super) fresh: bool,
+    pub(super) valid: bool,
+}
+
+/// A local waiter's registration on a channel.
+pub struct Subscription {
+    pub(super) broker: Arc<RedisBroker>,
+    pub(super) channel: ChannelName,
+    pub(super) slot: Arc<Slot>,
+    pub(super) rx: Option<watch::Receiver<Timestamp>>,
+}
+
+impl Subscription {
+    pub async fn head(&self, buffer: BufferConfig) -> Result<Timestamp, BrokerError> {
+        let mut cache = self.slot.cache.lock().await;
+        self.fetch(&mut cache, Timestamp(u64::MAX / 2), 1, buffer)
+            .await?;
+        Ok(cache.upto)
+    }
+
+    pub async fn read(
+        &self,
+        cursor: Cursor,
+        max: usize,
+        buffer: BufferConfig,
+        now: Timestamp,
+    ) -> Result<Read, BrokerError> {
+        match cursor {
+            Cursor::Oldest => self.read_after(Timestamp(0), max, false, buffer, now).await,
+            Cursor::After(t) => self.read_after(t, max, true, buffer, now).await,
+            // Ids are not indexed in Redis: look for it in the history.
+            Cursor::AfterId(id) => {
+                let all = self
+                    .read_after(Timestamp(0), usize::MAX, false, buffer, now)
+                    .await?;
+                match all.messages.iter().position(|m| m.id == id) {
+                    Some(i) => Ok(Read {
+                        messages: all.messages.into_iter().skip(i + 1).take(max).collect(),
+                        gap: false,
+                    }),
+                    None => Ok(Read {
+                        messages: all.messages.into_iter().take(max).collect(),
+                        gap: true,
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn read_after(
+        &self,
+        after: Timestamp,
+        max: usize,
+        check_gap: bool,
+        buffer: BufferConfig,
+        now: Timestamp,
+    ) -> Result<Read, BrokerError> {
+        let known = self.slot.wake.latest();
+        let stale = self.slot.stale.swap(false, Ordering::AcqRel);
+        let mut cache = self.slot.cache.lock().await;
+        let usable = !stale && cache.valid && after >= cache.from && known <= cache.upto;
+        if !usable {
+            self.fetch(
+                &mut cache,
+                after,
+                max.clamp(REDIS_READ_BATCH, REDIS_READ_MAX),
+                buffer,
+            )
+            .await?;
+        }
+        // The cache may hold messages that have aged past `max_age` since
+        // it was filled: they are not served, and a cursor before one of
+        // them missed it (this instance's clock; Redis's trims on its own).
+        let cutoff = now.saturating_sub(buffer.max_age);
+        let expired_after_cursor = cache
+            .messages
+            .iter()
+            .any(|m| m.timestamp > after && m.timestamp < cutoff);
+        let gap = check_gap
+            && ((cache.fresh && after.0 > 0)
+                || after < cache.epoch
+                || after < cache.lost
+                || expired_after_cursor);
+        let messages = cache
+            .messages
+            .iter()
+            .filter(|m| m.timestamp > after && m.timestamp >= cutoff)
+            .take(max)
+            .cloned()
+            .collect();
+        Ok(Read { messages, gap })
+    }
+
+    async fn fetch(
+        &self,
+        cache: &mut Cache,
+        after: Timestamp,
+        count: usize,
+        buffer: BufferConfig,
+    ) -> Result<(), BrokerError> {
+        let (stream, meta) = self.broker.keys(&self.channel);
+        let mut inv = self.broker.scripts.read.prepare_invoke();
+        inv.key(&stream)
+            .key(&meta)
+            .arg(after.0)
+            .arg(count)
+            .arg(RedisBroker::ttl_secs(buffer))
+            .arg(buffer.max_size)
+            .arg(u64::try_from(buffer.max_age.as_micros()).unwrap_or(u64::MAX));
+        let fields: Vec<Bytes> = self
+            .broker
+            .invoke::<Vec<Vec<u8>>>(inv)
+            .await?
+            .into_iter()
+            .map(Bytes::from)
+            .collect();
+        let num = |b: Option<&Bytes>| -> u64 {
+            b.and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let head = Timestamp(num(fields.first()));
+        let mut messages = VecDeque::new();
+        for entry in fields.get(4..).unwrap_or_default().chunks_exact(3) {
+            let ts = Timestamp(num(entry.first()));
+            let Some(id) = entry
+                .get(1)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| Uuid::parse_str(s).ok())
+            else {
+                continue;
+            };
+            let members = Prepared::from_members(entry.get(2).cloned().unwrap_or_default());
+            messages.push_back(Arc::new(Message::new(id, ts, &members)));
+        }
+        let complete = messages.len() < count;
+        *cache = Cache {
+            from: after.min(head),
+            upto: if complete {
+                head
+            } else {
+                messages.back().map_or(head, |m| m.timestamp)
+            },
+            messages,
+            epoch: Timestamp(num(fields.get(1))),
+            lost: Timestamp(num(fields.get(2))),
+            fresh: num(fields.get(3)) == 0,
+            valid: true,
+        };
+        // A history just recreated is only "fresh" for the read that found it.
+        if cache.fresh {
+            cache.valid = false;
+        }
+        Ok(())
+    }
+
+    pub async fn timeout_mark(&self, fallback: Timestamp, buffer: BufferConfig) -> Timestamp {
+        let (_, meta) = self.broker.keys(&self.channel);
+        let mut inv = self.broker.scripts.timeout_mark.prepare_invoke();
+        inv.key(&meta).arg(RedisBroker::ttl_secs(buffer));
+        match self.broker.invoke::<String>(inv).await {
+            Ok(ts) => ts.parse().map(Timestamp).unwrap_or(fallback),
+            // Broker down: hand the client its own cursor back. Lossless; it
+            // simply asks again from where it was.
+            Err(_) => fallback,
+        }
+    }
+
+    /// The waiter's wakeup receiver (see `waiter::changed`).
+    pub(in crate::broker) fn wake(&mut self) -> &mut Option<watch::Receiver<Timestamp>> {
+        &mut self.rx
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let (broker, channel) = (&self.broker, &self.channel);
+        waiter::leave(&mut self.rx, &self.slot.wake, || broker.release(channel));
+    }
+}

@@ -1,0 +1,98 @@
+//! The label values and label sets of pollgate's metrics.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+
+/// How a poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum PollOutcome {
+    message,
+    timeout,
+    gap,
+    /// Refused by a limit (429).
+    rejected_limit,
+    /// Refused for bad input (400) or authorization.
+    rejected_invalid,
+    /// The client went away while held.
+    client_gone,
+    /// The broker failed mid-hold.
+    error,
+}
+
+/// A fault of the client's, counted apart from the app's errors (an
+/// operator alerting on upstream errors is never paged for these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ClientError {
+    /// Closed the connection in the middle of a request body.
+    body_aborted,
+    /// Stopped sending a request body (`server.body_timeout`).
+    body_timeout,
+    /// Took no answer bytes for `server.write_timeout`.
+    write_timeout,
+    /// Sent no complete request within `server.header_timeout` of connecting.
+    no_request,
+    /// Cancelled HTTP/2 streams faster than `H2_MAX_RESETS_PER_SEC`.
+    rapid_reset,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ResultKind {
+    ok,
+    failed,
+    accepted,
+    rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct RouteLabel {
+    pub(super) route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct OutcomeLabel {
+    pub(super) outcome: PollOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ResultLabel {
+    pub(super) result: ResultKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ProxyLabel {
+    pub(super) route: String,
+    pub(super) class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct UpstreamErrorLabel {
+    pub(super) upstream: String,
+    pub(super) kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct HashLabel {
+    pub(super) hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ClientErrorLabel {
+    pub(super) kind: ClientError,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ListenerLabel {
+    pub(super) listener: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct UpstreamLabel {
+    pub(super) upstream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct LimitLabel {
+    pub(super) limit: &'static str,
+}
