@@ -6,58 +6,21 @@
 //! ([`Metrics::held_changes`]), so a test can await "n polls are held"
 //! instead of sleeping.
 
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+mod families;
 mod labels;
 
+use families::Inner;
 pub use labels::{ClientError, PollOutcome, ResultKind};
 use labels::{
     ClientErrorLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel, ResultLabel,
     RouteLabel, UpstreamErrorLabel, UpstreamLabel,
 };
-
-struct Inner {
-    registry: Registry,
-    polls_held: Family<RouteLabel, Gauge>,
-    polls_ended: Family<OutcomeLabel, Counter>,
-    publishes: Family<ResultLabel, Counter>,
-    delivered: Counter,
-    delivery_latency: Histogram,
-    wakeups_missed: Counter,
-    log_lines_dropped: Counter,
-    proxy_requests: Family<ProxyLabel, Counter>,
-    proxy_duration: Family<RouteLabel, Histogram>,
-    upstream_errors: Family<UpstreamErrorLabel, Counter>,
-    reloads: Family<ResultLabel, Counter>,
-    config_generation: Gauge,
-    config_info: Family<HashLabel, Gauge>,
-    channels: Gauge,
-    buffered: Gauge,
-    broker_up: Gauge,
-    broker_errors: Counter,
-    client_errors: Family<ClientErrorLabel, Counter>,
-    connections: Family<ListenerLabel, Gauge>,
-    connection_caps: Family<ListenerLabel, Counter>,
-    shed: Family<UpstreamLabel, Counter>,
-    limit_refusals: Family<LimitLabel, Counter>,
-    trims: Counter,
-    /// Polls held now, all routes. An atomic: it moves twice per poll, and a
-    /// `watch` write takes nine locks (hold + drop measured 157 -> 43 ns on
-    /// one thread, 1,010 -> 242 ns with two threads at it).
-    held_total: AtomicUsize,
-    /// `held_total` for those who wait on it; written only while someone does.
-    held_watch: watch::Sender<usize>,
-    /// Bumped by every accepted publish: the status page long-polls on it.
-    activity: watch::Sender<u64>,
-}
 
 /// Shared metrics handle; cheap to clone.
 #[derive(Clone)]
@@ -69,175 +32,9 @@ impl Default for Metrics {
     }
 }
 
-/// Registers `metric` under `name` and hands it back.
-fn registered<M: prometheus_client::registry::Metric + Clone>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    metric: M,
-) -> M {
-    registry.register(name, help, metric.clone());
-    metric
-}
-
-/// Latency buckets from 0.5 ms to ~16 s: a delivery is sub-millisecond when
-/// healthy, and a proxied request may legitimately take seconds.
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-}
-
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("pollgate");
-        let polls_held = registered(
-            &mut registry,
-            "polls_held",
-            "Long polls held right now, by route",
-            Family::<RouteLabel, Gauge>::default(),
-        );
-        let polls_ended = registered(
-            &mut registry,
-            "polls",
-            "Long polls ended, by outcome",
-            Family::<OutcomeLabel, Counter>::default(),
-        );
-        let publishes = registered(
-            &mut registry,
-            "publishes",
-            "Publish requests (items), accepted or rejected",
-            Family::<ResultLabel, Counter>::default(),
-        );
-        let delivered = registered(
-            &mut registry,
-            "messages_delivered",
-            "Messages sent to polling clients",
-            Counter::default(),
-        );
-        let delivery_latency = registered(
-            &mut registry,
-            "delivery_latency_seconds",
-            "Time from a message's publish to its delivery in a poll answer",
-            latency_histogram(),
-        );
-        let wakeups_missed = registered(&mut registry, "wakeups_missed", "Held polls that reached their timeout although a message for them had been accepted (should stay 0)", Counter::default());
-        let log_lines_dropped = registered(
-            &mut registry,
-            "log_lines_dropped",
-            "Log lines dropped because stderr could not keep up (see the README's Logs)",
-            Counter::default(),
-        );
-        let proxy_requests = registered(
-            &mut registry,
-            "proxy_requests",
-            "Proxied requests, by route and status class",
-            Family::<ProxyLabel, Counter>::default(),
-        );
-        let proxy_duration = registered(
-            &mut registry,
-            "proxy_duration_seconds",
-            "Time to the upstream's response head, by route",
-            Family::<RouteLabel, Histogram>::new_with_constructor(
-                latency_histogram as fn() -> Histogram,
-            ),
-        );
-        let upstream_errors = registered(
-            &mut registry,
-            "upstream_errors",
-            "Upstream failures, by upstream and kind",
-            Family::<UpstreamErrorLabel, Counter>::default(),
-        );
-        let reloads = registered(
-            &mut registry,
-            "config_reloads",
-            "Config reloads, ok or failed",
-            Family::<ResultLabel, Counter>::default(),
-        );
-        let config_generation = registered(
-            &mut registry,
-            "config_generation",
-            "Configs put in force since start (0 = the first)",
-            Gauge::default(),
-        );
-        let config_info = registered(
-            &mut registry,
-            "config_info",
-            "Hash of the config file in force (value is always 1)",
-            Family::<HashLabel, Gauge>::default(),
-        );
-        let channels = registered(
-            &mut registry,
-            "channels",
-            "Channels held by this instance",
-            Gauge::default(),
-        );
-        let buffered = registered(
-            &mut registry,
-            "buffered_messages",
-            "Messages buffered over all channels",
-            Gauge::default(),
-        );
-        let broker_up = registered(
-            &mut registry,
-            "broker_up",
-            "1 when the broker is reachable",
-            Gauge::default(),
-        );
-        let broker_errors = registered(
-            &mut registry,
-            "broker_errors",
-            "Broker operations that failed",
-            Counter::default(),
-        );
-        let client_errors = registered(&mut registry, "client_errors", "Requests or connections ended by the client's fault, by kind (never counted as upstream errors)", Family::<ClientErrorLabel, Counter>::default());
-        let connections = registered(
-            &mut registry,
-            "connections",
-            "Connections open now, by listener",
-            Family::<ListenerLabel, Gauge>::default(),
-        );
-        let connection_caps = registered(&mut registry, "connection_cap_reached", "Times a listener reached its connection cap and stopped accepting until a connection ended", Family::<ListenerLabel, Counter>::default());
-        let shed = registered(&mut registry, "upstream_shed", "Requests answered 503 at once because the upstream had max_in_flight requests in flight", Family::<UpstreamLabel, Counter>::default());
-        let limit_refusals = registered(
-            &mut registry,
-            "poll_limit_refusals",
-            "Polls refused (429), by the limit that refused them",
-            Family::<LimitLabel, Counter>::default(),
-        );
-        let trims = registered(
-            &mut registry,
-            "memory_trims",
-            "Times freed memory was handed back to the system after a peak",
-            Counter::default(),
-        );
-        Metrics(Arc::new(Inner {
-            registry,
-            polls_held,
-            polls_ended,
-            publishes,
-            delivered,
-            delivery_latency,
-            wakeups_missed,
-            log_lines_dropped,
-            proxy_requests,
-            proxy_duration,
-            upstream_errors,
-            reloads,
-            config_generation,
-            config_info,
-            channels,
-            buffered,
-            broker_up,
-            broker_errors,
-            client_errors,
-            connections,
-            connection_caps,
-            shed,
-            limit_refusals,
-            trims,
-            held_total: AtomicUsize::new(0),
-            held_watch: watch::channel(0).0,
-            activity: watch::channel(0).0,
-        }))
+        Metrics(Arc::new(Inner::new()))
     }
 
     /// Counts a poll on `route` as held until the guard drops.
