@@ -68,13 +68,18 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// plus one answer.
 pub const CONNECTION_QUEUE_BYTES: usize = 1024 * 1024;
 
-/// HTTP/2: a PING after this long without a frame from the client; one that
-/// is not answered within the same time closes the connection. Half the
-/// head timeout each, so a connection that stops in the middle of a frame
-/// is closed within `HEADER_TIMEOUT` of its last byte.
-pub fn h2_keep_alive(header_timeout: Duration) -> Duration {
+/// HTTP/2: a PING after this long without a frame from the client (half
+/// the head timeout)...
+pub fn h2_ping_interval(header_timeout: Duration) -> Duration {
     header_timeout / 2
 }
+
+/// ...and the connection is closed when it is not answered within this
+/// (hyper's default, stated here). Generous: a PING queues behind the DATA
+/// already in flight, and a slow mobile client downloading a large answer
+/// must not be cut off for it. A client that stops in the middle of a frame
+/// is gone within `h2_ping_interval` + this.
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// HTTP/2 streams one connection may have open at once (hyper's default,
 /// stated here): a browser uses far fewer.
@@ -143,8 +148,13 @@ pub const FD_RESERVE_OTHER: usize = 64;
 /// upstream's connections (two per request in flight: one busy, one idle in
 /// the pool) and the rest, but never below half the limit.
 pub fn max_connections(fd_limit: usize, upstream_in_flight: usize) -> usize {
-    let reserve = WEBHOOK_MAX_CONNECTIONS + 2 * upstream_in_flight + FD_RESERVE_OTHER;
-    fd_limit.saturating_sub(reserve).max(fd_limit / 2).max(1)
+    let reserve = upstream_in_flight
+        .saturating_mul(2)
+        .saturating_add(WEBHOOK_MAX_CONNECTIONS + FD_RESERVE_OTHER);
+    fd_limit
+        .saturating_sub(reserve)
+        .max(fd_limit / 2)
+        .clamp(1, MAX_CAP)
 }
 
 /// The process's open-file limit (the soft one, which is what `accept`
@@ -155,6 +165,18 @@ pub fn fd_limit() -> usize {
         .and_then(|(soft, _)| usize::try_from(soft).ok())
         .unwrap_or(1024)
 }
+
+/// An upgraded connection (a WebSocket spliced to the app) that carries no
+/// byte either way for this long is closed (Envoy's stream idle timeout;
+/// WebSocket apps ping far more often).
+pub const UPGRADED_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Bytes each direction of an upgraded connection copies at once.
+pub const UPGRADED_COPY_BYTES: usize = 8 * 1024;
+
+/// The largest value a connection or request cap may take: a cap is a
+/// semaphore's permits, and past this it is no cap at all.
+pub const MAX_CAP: usize = 100_000_000;
 
 /// `upstreams.NAME.max_in_flight`: requests one upstream may have in flight
 /// (Envoy's circuit-breaker default for `max_requests` is 1,024). Beyond it

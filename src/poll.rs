@@ -72,7 +72,9 @@ pub enum PollError {
     ClientId(#[from] BadClientId),
     #[error("authorization check failed: the app answered {0}")]
     AuthStatus(StatusCode),
-    #[error("authorization check failed: {0}")]
+    /// The app could not be asked. The answer says why without naming the
+    /// upstream (a poll answer never does); the log has the whole error.
+    #[error("authorization check failed: {}", auth_reason(.0))]
     AuthUpstream(ProxyError),
     /// The app refused (401/403); its own answer is passed to the client.
     #[error("not authorized")]
@@ -99,10 +101,23 @@ impl HttpError for PollError {
             | PollError::ClientId(_)
             | PollError::Denied(_) => Fault::Client,
             PollError::Limit(_) => Fault::Capacity,
-            PollError::Broker(_) | PollError::AuthStatus(_) | PollError::AuthUpstream(_) => {
-                Fault::Upstream
-            }
+            PollError::Broker(_) | PollError::AuthStatus(_) => Fault::Upstream,
+            // Whoever the proxy blames: the app, or a cap that shed it.
+            PollError::AuthUpstream(e) => e.fault(),
         }
+    }
+}
+
+/// Why the authorization check could not be made, in the client's words.
+fn auth_reason(e: &ProxyError) -> &'static str {
+    match e {
+        ProxyError::Timeout { .. } => "the app did not answer in time",
+        ProxyError::Shed { .. } => "the app is busy, retry shortly",
+        ProxyError::Connect { .. }
+        | ProxyError::Failed { .. }
+        | ProxyError::Unconfigured(_)
+        | ProxyError::BadTarget(_)
+        | ProxyError::ClientBody(_) => "the app could not be asked",
     }
 }
 
@@ -193,10 +208,12 @@ fn admit(
     let source = route.client_id.as_ref().unwrap_or(&cx.config.client_id);
     let client = identity::client_id(source, &head.headers, addr)?;
     // Limits first: cheap, and they shield the authorization upstream too.
-    let permit = cx
-        .services
-        .admission
-        .admit(client, addr, &channel, cx.config.limits)?;
+    let permit = cx.services.admission.admit(
+        client,
+        identity::address_key(addr),
+        &channel,
+        cx.config.limits,
+    )?;
     Ok(Ticket {
         params,
         permit,
@@ -252,6 +269,7 @@ async fn authorize(
         clients: cx.clients,
         peer: cx.peer,
         metrics: &cx.services.metrics,
+        slot: None,
     };
     let checked = Box::pin(cx.services.authorizer.check(
         auth,
@@ -267,6 +285,7 @@ async fn authorize(
         Err(authorize::AuthError::Unexpected(status)) => Err(PollError::AuthStatus(status)),
         Err(authorize::AuthError::Upstream(e)) => {
             e.count(&cx.services.metrics, &auth.upstream.name);
+            tracing::warn!(error = %e, "poll authorization check failed");
             Err(PollError::AuthUpstream(e))
         }
     }
@@ -321,14 +340,29 @@ async fn hold(
             if !read.messages.is_empty() {
                 if let Some(queue) = cx.queue.filter(|q| q.is_full()) {
                     // The connection has answers enough waiting: render this
-                    // one once it drains. If it ends first (the stall watch
-                    // closed it), render nothing: the server drops this
-                    // request with its connection.
+                    // one once it drains.
                     drop(read);
-                    if Box::pin(room(queue, &cx.services.shutdown)).await.is_err() {
-                        std::future::pending::<()>().await;
+                    match Box::pin(room(queue, &cx.services.shutdown)).await {
+                        Room::Free => continue,
+                        // Shutdown answers at once: one answer past the
+                        // bound, no more (waiting again would spin).
+                        Room::ShuttingDown => {
+                            let now = Timestamp::now();
+                            let read = sub.read(cursor, max(), buffer, now).await;
+                            if let Some(read) = read.ok().filter(|r| !r.messages.is_empty()) {
+                                outcome.set(PollOutcome::message);
+                                return Ok(deliver(&read, params.max.is_some(), cx, now));
+                            }
+                            break;
+                        }
+                        // The connection ended first (the stall watch closed
+                        // it): render nothing, the server drops this request
+                        // with its connection.
+                        Room::Closed => {
+                            std::future::pending::<()>().await;
+                            continue;
+                        }
                     }
-                    continue;
                 }
                 outcome.set(if read.gap {
                     PollOutcome::gap
@@ -377,11 +411,22 @@ fn fallback(cursor: Cursor) -> Timestamp {
     }
 }
 
-/// Waits until the connection's send queue has room, or shutdown.
-async fn room(queue: &SendQueue, shutdown: &CancellationToken) -> Result<(), QueueClosed> {
+/// What ended a wait for room in the connection's send queue.
+enum Room {
+    Free,
+    ShuttingDown,
+    Closed,
+}
+
+/// Waits until the connection's send queue has room, shutdown, or the
+/// connection's end.
+async fn room(queue: &SendQueue, shutdown: &CancellationToken) -> Room {
     tokio::select! {
-        room = queue.room() => room,
-        _ = shutdown.cancelled() => Ok(()),
+        room = queue.room() => match room {
+            Ok(()) => Room::Free,
+            Err(QueueClosed) => Room::Closed,
+        },
+        _ = shutdown.cancelled() => Room::ShuttingDown,
     }
 }
 

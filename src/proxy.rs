@@ -28,7 +28,7 @@ use tracing::debug;
 use crate::answer::{self as h, Body, Fault, HttpError};
 use crate::metrics::{ClientError, Metrics};
 use crate::routes::Upstream;
-use crate::server::{BodyFault, BodyWatch};
+use crate::server::{BodyFault, BodyWatch, ConnSlot};
 
 pub use body::UpstreamBody;
 pub use clients::Clients;
@@ -122,11 +122,14 @@ impl ProxyError {
 
 /// Who is asking an upstream, and with what: the pools, the client, where
 /// the upstream's failures are counted.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Caller<'a> {
     pub clients: &'a Clients,
     pub peer: Peer,
     pub metrics: &'a Metrics,
+    /// The client connection's place under its listener's cap: an upgrade
+    /// spliced from it keeps it until the tunnel closes.
+    pub slot: Option<ConnSlot>,
 }
 
 /// Who sent the request, as seen by the listener.
@@ -199,8 +202,11 @@ where
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            // The spliced connection still counts against the upstream.
-            tokio::spawn(splice(client_upgrade, upstream_upgrade, in_flight));
+            // A tunnel is a connection, not a request in flight: it counts
+            // under the listener's connection cap (its slot goes with it),
+            // and ends when idle, not against the upstream's requests.
+            drop(in_flight);
+            tokio::spawn(splice(client_upgrade, upstream_upgrade, caller.slot));
             let (parts, _) = resp.into_parts();
             return Ok(Response::from_parts(parts, h::empty()));
         }
@@ -275,13 +281,7 @@ async fn send(
     let answered = tokio::select! {
         answered = client.request(req) => answered,
         _ = head_deadline(timeout, body) => {
-            return Err(match body {
-                // Still reading the client's body, which sends nothing.
-                Some(watch) if !watch.complete() && watch.waiting_on_client() => {
-                    ProxyError::ClientBody(BodyFault::Stalled)
-                }
-                _ => ProxyError::Timeout { upstream: name(), after: timeout },
-            });
+            return Err(ProxyError::Timeout { upstream: name(), after: timeout });
         }
     };
     match answered {
@@ -303,7 +303,9 @@ async fn send(
 }
 
 /// Resolves `timeout` after the request's body last moved (after the start
-/// when there is none to watch).
+/// when there is none to watch). While the body waits on the client, the
+/// client's own deadline (`server.body_timeout`, in `RequestBody`) decides,
+/// not this one: the app is not at fault for an upload that has not come.
 async fn head_deadline(timeout: Duration, body: Option<&BodyWatch>) {
     let Some(body) = body else {
         return tokio::time::sleep(timeout).await;
@@ -311,18 +313,25 @@ async fn head_deadline(timeout: Duration, body: Option<&BodyWatch>) {
     loop {
         let since = body.progress();
         tokio::time::sleep_until(since + timeout).await;
-        if body.progress() == since {
-            return;
+        if body.progress() != since {
+            continue;
         }
+        if !body.complete() && body.waiting_on_client() {
+            // Look again in a while; the body fails first if the client is gone.
+            tokio::time::sleep(timeout).await;
+            continue;
+        }
+        return;
     }
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection
-/// until either side closes.
+/// until both sides have closed, either fails, or nothing has moved either
+/// way for `UPGRADED_IDLE_TIMEOUT`. Holds the client connection's slot.
 async fn splice(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    _in_flight: OwnedSemaphorePermit,
+    _slot: Option<ConnSlot>,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -331,9 +340,50 @@ async fn splice(
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let (client_in, client_out) = tokio::io::split(TokioIo::new(client));
+    let (upstream_in, upstream_out) = tokio::io::split(TokioIo::new(upstream));
+    let moved = parking_lot::Mutex::new(tokio::time::Instant::now());
+    let idle = crate::defaults::UPGRADED_IDLE_TIMEOUT;
+    let both = tokio::try_join!(
+        pump(client_in, upstream_out, &moved, idle),
+        pump(upstream_in, client_out, &moved, idle),
+    );
+    if let Err(e) = both {
         debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+/// One direction of a tunnel: copies until EOF (then shuts the other side's
+/// writing down), and fails once neither direction has moved for `idle`.
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    moved: &parking_lot::Mutex<tokio::time::Instant>,
+    idle: Duration,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "idle tunnel");
+    let mut buf = vec![0; crate::defaults::UPGRADED_COPY_BYTES];
+    loop {
+        let deadline = *moved.lock() + idle;
+        let n = match tokio::time::timeout_at(deadline, from.read(&mut buf)).await {
+            Ok(read) => read?,
+            // The other direction may have moved meanwhile.
+            Err(_) if *moved.lock() + idle > tokio::time::Instant::now() => continue,
+            Err(_) => return Err(timed_out()),
+        };
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        *moved.lock() = tokio::time::Instant::now();
+        let deadline = *moved.lock() + idle;
+        tokio::time::timeout_at(deadline, to.write_all(&buf[..n]))
+            .await
+            .map_err(|_| timed_out())??;
+        *moved.lock() = tokio::time::Instant::now();
     }
 }

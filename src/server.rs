@@ -19,9 +19,9 @@
 //!   preface or a TLS client that stops half-way);
 //! - request heads and idle keep-alive (HTTP/1): `header_timeout`;
 //! - HTTP/2: a PING after `header_timeout / 2` of silence, closed when not
-//!   answered within as long again; closed after `header_timeout` with no
-//!   stream open (idle keep-alive); at most `H2_MAX_STREAMS` streams, and a
-//!   client that cancels more than `H2_MAX_RESETS_PER_SEC` a second is cut
+//!   answered within `H2_PING_TIMEOUT`; closed after `write_timeout` with
+//!   no stream open (idle keep-alive); at most `H2_MAX_STREAMS` streams, and
+//!   a client that cancels more than `H2_MAX_RESETS_PER_SEC` a second is cut
 //!   off (rapid reset);
 //! - writing: a write that makes no progress for `write_timeout` closes the
 //!   connection (`io::WriteDeadline`), and so does a send queue that does
@@ -61,7 +61,7 @@ use tracing::{debug, warn, Instrument};
 use crate::answer::{self, Body, SendQueue};
 use crate::defaults::{
     self, ACCEPT_ERROR_BACKOFF, CONNECTION_QUEUE_BYTES, H2_MAX_PENDING_RESETS, H2_MAX_STREAMS,
-    H2_STREAM_SEND_BUFFER, MAX_HEADERS, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT,
+    H2_PING_TIMEOUT, H2_STREAM_SEND_BUFFER, MAX_HEADERS, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::metrics::{ClientError, Metrics};
 use conn::ConnState;
@@ -116,7 +116,16 @@ pub struct ConnInfo {
     /// The connection's send queue; `None` on the lean path, which writes
     /// one answer at a time.
     pub queue: Option<Arc<SendQueue>>,
+    /// The connection's place under its listener's cap, for whatever
+    /// outlives the connection's serving (a spliced upgrade keeps it);
+    /// `None` on the lean path, which never upgrades.
+    pub slot: Option<ConnSlot>,
 }
+
+/// A connection's place under its listener's cap: freed when the last
+/// holder (the connection, an upgrade spliced from it) lets go.
+#[derive(Debug, Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// What every connection of one listener shares: its settings, its cap, the
 /// metrics it reports to, the shutdown it obeys.
@@ -157,7 +166,6 @@ fn builder(settings: ConnSettings) -> auto::Builder<TokioExecutor> {
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
-    let ping = defaults::h2_keep_alive(settings.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -165,8 +173,8 @@ fn builder(settings: ConnSettings) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(H2_MAX_STREAMS)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         .max_send_buf_size(H2_STREAM_SEND_BUFFER)
-        .keep_alive_interval(ping)
-        .keep_alive_timeout(ping);
+        .keep_alive_interval(defaults::h2_ping_interval(settings.header_timeout))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
 
@@ -201,6 +209,8 @@ pub async fn run<H, F>(
         shutdown,
     });
     let mut accept_failing = false;
+    // At the cap since the last connection that found a slot at once.
+    let mut capped = false;
     loop {
         let (stream, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -221,18 +231,25 @@ pub async fn run<H, F>(
             },
         };
         let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+            Ok(permit) => {
+                capped = false;
+                permit
+            }
             Err(_) => {
                 // At the cap: this connection waits for a slot, and nothing
                 // more is accepted meanwhile. New clients wait in the
                 // kernel's backlog, no descriptor is spent on them, and the
                 // reserve stays for the webhook, the upstreams and Redis.
-                shared.metrics.connection_cap_reached(settings.name);
-                warn!(
-                    listener = settings.name,
-                    max_connections = settings.max_connections,
-                    "connection cap reached: not accepting until a connection ends"
-                );
+                // Counted and logged once per stay at the cap.
+                if !capped {
+                    shared.metrics.connection_cap_reached(settings.name);
+                    warn!(
+                        listener = settings.name,
+                        max_connections = settings.max_connections,
+                        "connection cap reached: not accepting until connections end"
+                    );
+                }
+                capped = true;
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => break,
                     permit = permits.clone().acquire_owned() => match permit {
@@ -250,7 +267,7 @@ pub async fn run<H, F>(
         let conn = Conn {
             shared: shared.clone(),
             watcher: graceful.watcher(),
-            _permit: permit,
+            slot: ConnSlot(Arc::new(permit)),
         };
         match tls.clone() {
             None => {
@@ -258,6 +275,7 @@ pub async fn run<H, F>(
                     peer,
                     tls: false,
                     queue: None,
+                    slot: None,
                 };
                 if shared.lean.is_none() {
                     tokio::spawn(conn.serve(stream, info).instrument(span));
@@ -274,6 +292,7 @@ pub async fn run<H, F>(
                                 peer,
                                 tls: true,
                                 queue: None,
+                                slot: None,
                             };
                             conn.serve(tls_stream, info).await;
                         }
@@ -305,7 +324,7 @@ struct Shared<H> {
 struct Conn<H> {
     shared: Arc<Shared<H>>,
     watcher: Watcher,
-    _permit: OwnedSemaphorePermit,
+    slot: ConnSlot,
 }
 
 impl<H, F> Conn<H>
@@ -344,11 +363,12 @@ where
         let Conn {
             shared,
             watcher,
-            _permit,
+            slot,
         } = self;
         let settings = shared.settings;
         let state = Arc::new(ConnState::new(CONNECTION_QUEUE_BYTES));
         info.queue = Some(state.queue().clone());
+        info.slot = Some(slot);
         let requests = state.clone();
         let handler = shared.handler.clone();
         let service = service_fn(move |req: Request<Incoming>| {
@@ -394,9 +414,11 @@ where
             _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
             _ = state.queue().stalled(settings.write_timeout) => Some(ClientError::write_timeout),
             _ = state.rapid_reset() => Some(ClientError::rapid_reset),
-            // Idle (HTTP/2 with no stream open; hyper's own head timeout
-            // ends an idle HTTP/1 connection first): not a fault.
-            _ = state.idle_for(settings.header_timeout) => None,
+            // Idle: HTTP/2 with no stream open for the write deadline (long
+            // enough for the tail of the last answer, still in HTTP/2's
+            // buffers, to drain); hyper's head timeout ends an idle HTTP/1
+            // connection first. Not a fault.
+            _ = state.idle_for(settings.write_timeout) => None,
         };
         state.queue().close();
         if let Some(fault) = ended {

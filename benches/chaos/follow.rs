@@ -5,11 +5,13 @@
 //! batch form (`max=100`) with the `since` cursor of its last answer,
 //! recording every message's sequence number and every `"gap": true`. The
 //! publisher numbers each channel's messages 1, 2, 3… and records which
-//! publishes were acknowledged (a 200). At the end, a message is *lost* for
-//! a follower when it was acknowledged, came after the follower's first
-//! message, was never received, and no gap was reported where it belonged.
+//! publishes were acknowledged (a 200) and when. At the end, a message is
+//! *lost* for a follower when it was acknowledged, came after the
+//! follower's first message, was never received, and no gap excuses it: a
+//! gap excuses only what lies between the messages around it and was
+//! acknowledged before the gap was reported.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -37,7 +39,9 @@ pub enum Seen {
         latency_us: u64,
         at_us: u64,
     },
-    Gap,
+    Gap {
+        at_us: u64,
+    },
 }
 
 /// What one follower saw, readable while it runs.
@@ -49,8 +53,8 @@ pub struct Book {
     /// Per follower: its channel and what it saw (shared, so a follower
     /// stopped in the middle of a held poll has recorded all it got).
     pub followers: Mutex<Vec<(usize, Log)>>,
-    /// Per channel: the sequence numbers acknowledged.
-    pub acked: Mutex<HashMap<usize, BTreeSet<u64>>>,
+    /// Per channel: the sequence numbers acknowledged, and when.
+    pub acked: Mutex<HashMap<usize, BTreeMap<u64, u64>>>,
     pub refused: AtomicUsize,
     /// Beats the publisher skipped because `PUBLISHES_IN_FLIGHT` were out.
     pub behind: AtomicUsize,
@@ -58,7 +62,28 @@ pub struct Book {
     pub dropped: AtomicUsize,
     /// Polls outstanding now.
     pub pending: AtomicUsize,
+    /// The publisher stops starting publishes.
+    pub stop_publishing: AtomicBool,
+    /// Publishes started and not yet answered.
+    pub publishing: AtomicUsize,
     pub stop: AtomicBool,
+}
+
+impl Book {
+    /// Whether every follower has what was acknowledged on its channel.
+    pub fn caught_up(&self) -> bool {
+        let acked = self.acked.lock();
+        self.followers.lock().iter().all(|(channel, seen)| {
+            let want = acked
+                .get(channel)
+                .and_then(|a| a.keys().next_back().copied());
+            let got = seen.lock().iter().rev().find_map(|s| match s {
+                Seen::Message { seq, .. } => Some(*seq),
+                Seen::Gap { .. } => None,
+            });
+            want.is_none_or(|w| got.is_some_and(|g| g >= w))
+        })
+    }
 }
 
 /// Follows `channel` from source address `src` until `book.stop`.
@@ -117,7 +142,7 @@ fn read_answer(body: &Bytes, arrived: u64, seen: &mut Vec<Seen>, since: &mut Opt
         return;
     };
     if v["gap"] == true {
-        seen.push(Seen::Gap);
+        seen.push(Seen::Gap { at_us: arrived });
     }
     if let Some(messages) = v["messages"].as_array() {
         for m in messages {
@@ -171,7 +196,7 @@ pub async fn publisher(webhook: SocketAddr, channels: usize, rate: u64, book: Ar
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut n = 0usize;
-    while !book.stop.load(Ordering::Relaxed) {
+    while !book.stop_publishing.load(Ordering::Relaxed) {
         tick.tick().await;
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             book.behind.fetch_add(1, Ordering::Relaxed);
@@ -181,6 +206,7 @@ pub async fn publisher(webhook: SocketAddr, channels: usize, rate: u64, book: Ar
         n += 1;
         let seq = next[channel].fetch_add(1, Ordering::Relaxed) + 1;
         let (client, book) = (client.clone(), book.clone());
+        book.publishing.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             let _permit = permit;
             let body = format!("{{\"seq\":{seq},\"ts\":{}}}", now_us());
@@ -193,10 +219,16 @@ pub async fn publisher(webhook: SocketAddr, channels: usize, rate: u64, book: Ar
                 Err(_) => false,
             };
             if ok {
-                book.acked.lock().entry(channel).or_default().insert(seq);
+                let at = now_us();
+                book.acked
+                    .lock()
+                    .entry(channel)
+                    .or_default()
+                    .insert(seq, at);
             } else {
                 book.refused.fetch_add(1, Ordering::Relaxed);
             }
+            book.publishing.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
@@ -210,6 +242,10 @@ pub struct Tally {
     pub lost: usize,
     pub duplicates: usize,
     pub gaps: usize,
+    /// The most gaps one follower was told of.
+    pub max_gaps: usize,
+    /// Followers that received nothing at all.
+    pub silent: usize,
     pub dropped: usize,
     /// p99 delivery latency (ms) of messages that arrived in each window.
     pub p99_during_ms: f64,
@@ -222,7 +258,7 @@ pub fn tally(book: &Book, during: (u64, u64)) -> Tally {
     let acked = book.acked.lock();
     let followers = book.followers.lock();
     let mut t = Tally {
-        acked: acked.values().map(BTreeSet::len).sum(),
+        acked: acked.values().map(BTreeMap::len).sum(),
         refused: book.refused.load(Ordering::Relaxed),
         dropped: book.dropped.load(Ordering::Relaxed),
         ..Tally::default()
@@ -231,24 +267,25 @@ pub fn tally(book: &Book, during: (u64, u64)) -> Tally {
     for (channel, seen) in followers.iter() {
         let seen = seen.lock();
         let mut got = BTreeSet::new();
-        // Each gap covers what lies between the messages around it.
-        let mut covered: Vec<(u64, u64)> = Vec::new();
+        // Each gap covers what lies between the messages around it, and was
+        // acknowledged before the gap was reported: (after, before, at).
+        let mut covered: Vec<(u64, u64, u64)> = Vec::new();
         let mut last = 0u64;
-        let mut open_gap = false;
+        let mut open_gap: Option<u64> = None;
+        let mut gaps = 0;
         for s in seen.iter() {
             match *s {
-                Seen::Gap => {
-                    t.gaps += 1;
-                    open_gap = true;
+                Seen::Gap { at_us } => {
+                    gaps += 1;
+                    open_gap = Some(open_gap.map_or(at_us, |at| at.max(at_us)));
                 }
                 Seen::Message {
                     seq,
                     latency_us,
                     at_us,
                 } => {
-                    if open_gap {
-                        covered.push((last, seq));
-                        open_gap = false;
+                    if let Some(at) = open_gap.take() {
+                        covered.push((last, seq, at));
                     }
                     if !got.insert(seq) {
                         t.duplicates += 1;
@@ -266,13 +303,21 @@ pub fn tally(book: &Book, during: (u64, u64)) -> Tally {
                 }
             }
         }
-        if open_gap {
-            covered.push((last, u64::MAX));
+        if let Some(at) = open_gap {
+            covered.push((last, u64::MAX, at));
         }
-        let Some(&first) = got.first() else { continue };
-        for &seq in acked.get(channel).into_iter().flatten() {
+        t.gaps += gaps;
+        t.max_gaps = t.max_gaps.max(gaps);
+        let Some(&first) = got.first() else {
+            t.silent += 1;
+            continue;
+        };
+        for (&seq, &acked_at) in acked.get(channel).into_iter().flatten() {
             let missed = seq > first && !got.contains(&seq);
-            if missed && !covered.iter().any(|&(a, b)| a < seq && seq < b) {
+            let excused = covered
+                .iter()
+                .any(|&(after, before, gap_at)| after < seq && seq < before && acked_at < gap_at);
+            if missed && !excused {
                 t.lost += 1;
             }
         }

@@ -84,8 +84,12 @@ impl SendQueue {
         if n == 0 {
             return;
         }
-        self.queued.fetch_sub(n, Ordering::AcqRel);
-        self.drained.notify_waiters();
+        let before = self.queued.fetch_sub(n, Ordering::AcqRel);
+        // Waiters care only about the queue dropping under its limit: one
+        // wakeup then, not one per frame taken.
+        if before >= self.limit && before - n < self.limit {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Resolves once the queue is under its limit: the moment to render

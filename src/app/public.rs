@@ -129,6 +129,7 @@ where
                     clients: &active.clients,
                     peer,
                     metrics: &shared.services.metrics,
+                    slot: conn.slot.clone(),
                 },
                 upstream,
                 *timeout,

@@ -4,10 +4,14 @@
 //! so a file with a typo'd key and a bad duration used to report one of the
 //! two. Here the text is read into a YAML tree once, then deserialized into
 //! the raw schema again and again: each time serde stops, the fault is noted
-//! with its key path, the key at fault is taken out of the tree, and the next
-//! try goes past it. Every raw key is optional (see `raw`), so taking one out
-//! never makes a new fault; what the taking out hides from the semantic
-//! checks is reported by `removed`, so they can keep quiet about it.
+//! with its key path, the node at fault (a key, or one item of a list) is
+//! taken out of the tree, and the next try goes past it. Every raw key is
+//! optional (see `raw`), so taking one out never makes a new fault; what the
+//! taking out hides from the semantic checks is reported by `removed`, so
+//! they can keep quiet about it, and `shifts` maps the paths of what is left
+//! back to the file's own indices.
+
+use std::collections::HashMap;
 
 use serde_path_to_error::Segment;
 use serde_yaml::{Mapping, Value};
@@ -28,19 +32,95 @@ pub(super) struct Fault {
 
 /// What the shape pass found.
 pub(super) struct Shaped {
-    /// The file without the keys at fault; `None` only past `MAX_FAULTS`
+    /// The file without the parts at fault; `None` only past `MAX_FAULTS`
     /// or when a fault could not be taken out (the whole document is of
     /// the wrong type).
     pub raw: Option<RawConfig>,
     pub faults: Vec<Fault>,
-    /// Paths taken out of the tree (each a map key).
+    /// Paths taken out of the tree (map keys and list items), as the file
+    /// has them.
     pub removed: Vec<String>,
+    /// How list items moved when others were taken out before them.
+    pub shifts: Shifts,
+}
+
+/// List items taken out: per list (its path in the file), the indices in
+/// the file of the items removed. Paths into what is left are translated
+/// back with [`Shifts::original`], so every error names the item the
+/// operator wrote.
+#[derive(Debug, Default)]
+pub(super) struct Shifts(HashMap<String, Vec<usize>>);
+
+impl Shifts {
+    /// The index in the file of item `index` of what is left of `list`.
+    fn index(&self, list: &str, index: usize) -> usize {
+        let mut original = index;
+        for &gone in self.0.get(list).into_iter().flatten() {
+            if gone <= original {
+                original += 1;
+            }
+        }
+        original
+    }
+
+    fn remove(&mut self, list: String, original: usize) {
+        let gone = self.0.entry(list).or_default();
+        gone.push(original);
+        gone.sort_unstable();
+    }
+
+    /// `routes[0].upstream` of what is left, as the file has it (say
+    /// `routes[1].upstream` when `routes[0]` was taken out).
+    pub fn original(&self, path: &str) -> String {
+        let mut out = String::new();
+        for part in path.split('.') {
+            let (key, indices) = match part.find('[') {
+                Some(at) => (&part[..at], &part[at..]),
+                None => (part, ""),
+            };
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(key);
+            for index in indices
+                .split(['[', ']'])
+                .filter(|i| !i.is_empty())
+                .filter_map(|i| i.parse::<usize>().ok())
+            {
+                let original = self.index(&out, index);
+                out.push_str(&format!("[{original}]"));
+            }
+        }
+        out
+    }
+
+    /// serde's segments, as the file has them.
+    fn render(&self, segments: &[Segment]) -> String {
+        let mut out = String::new();
+        for s in segments {
+            match s {
+                Segment::Seq { index } => {
+                    let original = self.index(&out, *index);
+                    out.push_str(&format!("[{original}]"));
+                }
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(key);
+                }
+                Segment::Unknown => {}
+            }
+        }
+        out
+    }
 }
 
 /// Deserializes `tree` into the raw schema, noting and removing every fault.
 pub(super) fn read(mut tree: Value) -> Shaped {
     let mut faults = Vec::new();
     let mut removed = Vec::new();
+    let mut shifts = Shifts::default();
     while faults.len() < MAX_FAULTS {
         let error = match serde_path_to_error::deserialize::<_, RawConfig>(tree.clone()) {
             Ok(raw) => {
@@ -48,57 +128,46 @@ pub(super) fn read(mut tree: Value) -> Shaped {
                     raw: Some(raw),
                     faults,
                     removed,
+                    shifts,
                 }
             }
             Err(e) => e,
         };
         let segments: Vec<Segment> = error.path().iter().cloned().collect();
+        let path = shifts.render(&segments);
         faults.push(Fault {
-            path: render(&segments),
+            path: path.clone(),
             message: error.into_inner().to_string(),
         });
-        // The nearest key at or above the fault: a bad list item takes its
-        // whole list out, so the indices of later faults stay true.
-        let Some(key_at) = segments
-            .iter()
-            .rposition(|s| matches!(s, Segment::Map { .. }))
-        else {
+        // The node at fault goes: a key from its map, an item from its
+        // list (the list's other items stay, and are checked).
+        let Some((last, parents)) = segments.split_last() else {
             break;
         };
-        if !remove(&mut tree, &segments[..=key_at]) {
+        if let Segment::Seq { index } = last {
+            let list = shifts.render(parents);
+            let original = shifts.index(&list, *index);
+            if !remove(&mut tree, &segments) {
+                break;
+            }
+            shifts.remove(list, original);
+        } else if !remove(&mut tree, &segments) {
             break;
         }
-        removed.push(render(&segments[..=key_at]));
+        removed.push(path);
     }
     Shaped {
         raw: None,
         faults,
         removed,
+        shifts,
     }
 }
 
-/// `routes[2].timeout` from serde's segments.
-fn render(segments: &[Segment]) -> String {
-    let mut out = String::new();
-    for s in segments {
-        match s {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Unknown => {}
-        }
-    }
-    out
-}
-
-/// Removes the key the last of `path` names from its mapping; false when the
-/// path does not lead there.
+/// Removes the node `path` leads to (a key from its mapping, an item from
+/// its sequence); false when the path does not lead there.
 fn remove(tree: &mut Value, path: &[Segment]) -> bool {
-    let Some((Segment::Map { key }, parents)) = path.split_last() else {
+    let Some((last, parents)) = path.split_last() else {
         return false;
     };
     let mut node = tree;
@@ -118,12 +187,16 @@ fn remove(tree: &mut Value, path: &[Segment]) -> bool {
             _ => return false,
         };
     }
-    let Value::Mapping(map) = node else {
-        return false;
-    };
-    match find(map, key) {
-        Some(k) => map.remove(&k).is_some(),
-        None => false,
+    match (last, node) {
+        (Segment::Map { key }, Value::Mapping(map)) => match find(map, key) {
+            Some(k) => map.remove(&k).is_some(),
+            None => false,
+        },
+        (Segment::Seq { index }, Value::Sequence(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -201,6 +274,38 @@ mod tests {
         let shaped = read(serde_yaml::from_str("- a\n- b\n").unwrap());
         assert_eq!(shaped.faults.len(), 1);
         assert!(shaped.raw.is_none());
+    }
+
+    #[test]
+    fn a_bad_list_item_goes_alone_and_later_items_keep_their_own_indices() {
+        let text = "routes:\n  - 5\n  - { prefix: /a/, timeout: 30 }\n  - 7\n  - { prefix: /b/, shade: x }\ntrusted_proxies: [\"ok\", [1], [2], \"ok\"]\n";
+        let shaped = read(serde_yaml::from_str(text).unwrap());
+        let mut paths: Vec<String> = shaped.faults.iter().map(|f| f.path.clone()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "routes[0]",
+                "routes[1].timeout",
+                "routes[2]",
+                "routes[3].shade",
+                "trusted_proxies[1]",
+                "trusted_proxies[2]",
+            ]
+        );
+        // What is left is two routes; the second of them was the file's fourth.
+        let raw = shaped.raw.unwrap();
+        assert_eq!(raw.routes.len(), 2);
+        assert_eq!(
+            shaped.shifts.original("routes[1].upstream"),
+            "routes[3].upstream"
+        );
+        assert_eq!(shaped.shifts.original("routes[0]"), "routes[1]");
+        assert_eq!(
+            shaped.shifts.original("trusted_proxies[1]"),
+            "trusted_proxies[3]"
+        );
+        assert_eq!(shaped.shifts.original("listen"), "listen");
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub(super) fn from_yaml(text: &str) -> Result<Config, Vec<ConfigError>> {
         .map(|f| error(&f.path, None, &f.message))
         .collect();
     if let Some(raw) = shaped.raw {
-        let mut v = Validator::default();
+        let mut v = Validator {
+            removed: shaped.removed.clone(),
+            ..Validator::default()
+        };
         let config = v.config(raw);
         if errors.is_empty() && v.errors.is_empty() {
             if let Some(mut config) = config {
@@ -50,12 +53,21 @@ pub(super) fn from_yaml(text: &str) -> Result<Config, Vec<ConfigError>> {
         }
         // What the shape stage dropped reads as missing or default here:
         // an error about it would only repeat the one already reported.
-        errors.extend(v.errors.into_iter().filter(|e| {
-            !shaped
-                .removed
-                .iter()
-                .any(|gone| shape::overlaps(&e.path, gone))
-        }));
+        // Its paths are in what was left: put back the file's indices.
+        errors.extend(
+            v.errors
+                .into_iter()
+                .map(|mut e| {
+                    e.path = shaped.shifts.original(&e.path);
+                    e
+                })
+                .filter(|e| {
+                    !shaped
+                        .removed
+                        .iter()
+                        .any(|gone| shape::overlaps(&e.path, gone))
+                }),
+        );
     }
     let lines = Lines::of(text);
     for e in &mut errors {
@@ -89,6 +101,8 @@ fn error(path: &str, line: Option<usize>, message: &str) -> ConfigError {
 #[derive(Default)]
 struct Validator {
     errors: Vec<ConfigError>,
+    /// What the shape stage took out (paths as the file has them).
+    removed: Vec<String>,
 }
 
 impl Validator {
@@ -238,8 +252,11 @@ impl Validator {
         self.positive("server.header_timeout", server.header_timeout);
         self.positive("server.body_timeout", server.body_timeout);
         self.positive("server.write_timeout", server.write_timeout);
-        if server.max_connections == 0 {
-            self.fail("server.max_connections", "must be at least 1");
+        if !(1..=defaults::MAX_CAP).contains(&server.max_connections) {
+            self.fail(
+                "server.max_connections",
+                format!("must be from 1 to {}", defaults::MAX_CAP),
+            );
         }
         server
     }

@@ -175,7 +175,7 @@ impl Inner {
             "Connections open now, by listener",
             Family::<ListenerLabel, Gauge>::default(),
         );
-        let connection_caps = registered(&mut registry, "connection_cap_reached", "Times a listener reached its connection cap and stopped accepting until a connection ended", Family::<ListenerLabel, Counter>::default());
+        let connection_caps = registered(&mut registry, "connection_cap_reached", "Times a listener reached its connection cap and paused accepting (once per stay at the cap)", Family::<ListenerLabel, Counter>::default());
         let shed = registered(&mut registry, "upstream_shed", "Requests answered 503 at once because the upstream had max_in_flight requests in flight", Family::<UpstreamLabel, Counter>::default());
         let limit_refusals = registered(
             &mut registry,

@@ -49,6 +49,20 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
     client
 }
 
+/// The address `limits.max_per_address` counts against: an IPv4 address,
+/// or an IPv6 address's /64 (one host, or one home or office network, is
+/// given a /64 and can pick any address in it).
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => {
+            let mut bits = v6.to_bits();
+            bits &= !0u128 << 64;
+            IpAddr::V6(std::net::Ipv6Addr::from_bits(bits))
+        }
+    }
+}
+
 /// The id limits and the authorization cache count against.
 ///
 /// # Errors
@@ -121,6 +135,17 @@ mod tests {
             "10.0.0.2".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_addr(peer, &HeaderMap::new(), &trusted), peer);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_address_for_the_limit_whatever_its_64_bits_say() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub async fn serve(
     shutdown: &CancellationToken,
 ) -> Ended {
     let mut buf = Vec::new();
+    let mut first = true;
     loop {
         // Reading and writing are boxed: their futures are larger than what a
         // held poll needs between the two, and a task is as large as its
@@ -77,6 +78,7 @@ pub async fn serve(
         let head = match Box::pin(read_head(
             &mut stream,
             &mut buf,
+            first,
             settings.header_timeout,
             shutdown,
         ))
@@ -96,6 +98,7 @@ pub async fn serve(
         let Some(fut) = (lean.serve)(req, info.clone()) else {
             return Ended::HandOver(stream, buf);
         };
+        first = false;
         buf.drain(..len);
         if buf.is_empty() {
             // Free what the head took: a held poll keeps no read buffer.
@@ -138,6 +141,7 @@ struct Closed(Option<ClientError>);
 async fn read_head(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
+    first: bool,
     header_timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<Option<Box<Head>>, Closed> {
@@ -155,10 +159,11 @@ async fn read_head(
         }
         tokio::select! {
             read = read_more(stream, buf) => read?,
-            // Part of a head and then nothing is a slow client (or a
-            // slow-loris); an idle keep-alive that ends is not a fault.
+            // No request since connecting, or part of a head and then
+            // nothing, is a client's fault (a slow-loris); an idle
+            // keep-alive that ends is not.
             _ = &mut deadline => {
-                let slow = !buf.is_empty();
+                let slow = first || !buf.is_empty();
                 return Err(Closed(slow.then_some(ClientError::no_request)));
             }
             _ = shutdown.cancelled() => return Err(Closed(None)),

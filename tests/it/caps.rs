@@ -241,3 +241,32 @@ async fn a_client_that_cancels_streams_as_fast_as_it_opens_them_is_cut_off() {
         .shutdown()
         .await;
 }
+
+#[tokio::test]
+async fn shutdown_ends_a_poll_that_waits_for_room_in_its_connections_queue() {
+    let pg = Pollgate::start(&yaml(
+        None,
+        "limits: { max_per_client: 1000, max_per_address: 1000 }\n",
+    ))
+    .await;
+    for i in 0..30 {
+        pg.publish("wide", json!({ "i": i, "blob": "x".repeat(50_000) }))
+            .await;
+    }
+    let mut client = h2_client(&pg, 0).await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        client = client.ready().await.unwrap();
+        let (resp, _) = client
+            .send_request(get_request("/api/poll/wide?since=0&max=1000"), true)
+            .unwrap();
+        answers.push(resp);
+    }
+    // The first answer (1.5 MB) fills the queue; the second poll waits.
+    pg.metric_reaches("pollgate_messages_delivered_total", 30.0)
+        .await;
+    pg.held(1).await;
+    tokio::time::timeout(Duration::from_secs(30), pg.stop())
+        .await
+        .expect("shutdown is not held up by a poll waiting for room");
+}

@@ -250,3 +250,24 @@ async fn an_http2_connection_is_closed_when_idle_never_while_a_request_is_in_fli
         .unwrap()
         .ok();
 }
+
+#[tokio::test]
+async fn an_upload_that_pauses_within_the_body_timeout_is_not_cut_by_the_route_timeout() {
+    let up = Upstream::start("app").await;
+    let config = yaml(Some(up.addr), "server: { body_timeout: 10s }\n")
+        .replace("timeout: 5s", "timeout: 1s");
+    let pg = Pollgate::start(&config).await;
+    let mut conn = connect(pg.public).await;
+    send(
+        &mut conn,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello",
+    )
+    .await;
+    // The pause is the scenario: longer than the route's timeout, shorter
+    // than the body's.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    send(&mut conn, b"world").await;
+    let a = raw::answer(&mut conn, false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body.trim(), r#"{"bytes":10}"#);
+}

@@ -310,10 +310,43 @@ async fn authorize_failures_are_502_or_504_and_hold_nothing() {
     let pg = Pollgate::start(&authorize_yaml(dead, "/auth/poll", "")).await;
     let reply = poll_now(&pg, "c", &[("cookie", "session=good")]).await;
     assert_eq!(reply.status, 502);
-    assert!(reply.json()["error"]
-        .as_str()
-        .unwrap()
-        .contains("authorization"));
+    assert_eq!(
+        reply.json()["error"],
+        "authorization check failed: the app could not be asked",
+        "a poll answer never names an upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_shed_authorization_check_is_503_with_retry_after() {
+    let up = Upstream::start("app").await;
+    // The first check holds the app's only slot for the 5 s it takes.
+    let config = authorize_yaml(up.addr, "/auth/slow", "")
+        .replace(
+            "connect_timeout: 1s }",
+            "connect_timeout: 1s, max_in_flight: 1 }",
+        )
+        .replace("timeout: 500ms", "timeout: 10s");
+    let pg = Pollgate::start(&config).await;
+    let first = tokio::spawn({
+        let url = pg.url("/api/poll/c?timeout=0");
+        async move {
+            let req = http::Request::get(url)
+                .header("cookie", "session=good")
+                .body(http_body_util::Full::<bytes::Bytes>::default())
+                .unwrap();
+            send(req).await
+        }
+    });
+    up.received("/auth/slow").await;
+    let shed = poll_now(&pg, "c", &[("cookie", "session=good")]).await;
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.headers["retry-after"], "1");
+    assert_eq!(
+        shed.json()["error"],
+        "authorization check failed: the app is busy, retry shortly"
+    );
+    let _ = first.await;
 }
 
 #[tokio::test]

@@ -147,6 +147,52 @@ async fn a_slow_upstream_is_a_504_after_the_route_timeout() {
     assert_eq!(get(&pg.url("/slow?ms=10")).await.status, 200);
 }
 
+/// Opens a WebSocket through pollgate to the test upstream's echo.
+async fn websocket(pg: &Pollgate) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(pg.public).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
+}
+
+#[tokio::test]
+async fn a_tunnel_counts_as_a_connection_not_as_a_request_in_flight() {
+    let up = Upstream::start("app").await;
+    let config = yaml(Some(up.addr), "server: { max_connections: 2 }\n").replace(
+        "connect_timeout: 1s }",
+        "connect_timeout: 1s, max_in_flight: 1 }",
+    );
+    let pg = Pollgate::start(&config).await;
+    let mut tunnel = websocket(&pg).await;
+    // The tunnel keeps its connection slot after its connection's serving
+    // ended: with one more connection the cap (2) is full, and a third waits.
+    let second = tokio::net::TcpStream::connect(pg.public).await.unwrap();
+    let third = tokio::net::TcpStream::connect(pg.public).await.unwrap();
+    pg.metric_reaches(
+        "pollgate_connection_cap_reached_total{listener=\"public\"}",
+        1.0,
+    )
+    .await;
+    drop((second, third));
+    // The app's only request slot is free again: the next request is served.
+    assert_eq!(get(&pg.url("/after")).await.status, 200);
+    tunnel.write_all(b"still there").await.unwrap();
+    let mut echo = [0u8; 11];
+    tunnel.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"still there");
+}
+
 #[tokio::test]
 async fn an_upgrade_is_spliced_both_ways() {
     let up = Upstream::start("app").await;

@@ -26,7 +26,8 @@ local function trim(stream, meta, now, max_size, max_age_us)
     lost = math.max(lost, tonumber(string.match(old[#old][1], '^(%d+)')))
     redis.call('XTRIM', stream, 'MAXLEN', max_size)
   end
-  local minid = string.format('%.0f', now - max_age_us)
+  -- A max_age longer than the epoch is "forever": the cutoff stays at 0.
+  local minid = string.format('%.0f', math.max(0, now - max_age_us))
   local older = redis.call('XREVRANGE', stream, '(' .. minid .. '-0', '-', 'COUNT', 1)
   if #older > 0 then
     lost = math.max(lost, tonumber(string.match(older[1][1], '^(%d+)')))

@@ -24,6 +24,13 @@ impl Validator {
         for (name, up) in raw {
             out.insert(name.clone(), self.upstream(name, up).map(Arc::new));
         }
+        // An upstream the shape stage took out is declared all the same:
+        // routes naming it are not reported again.
+        for gone in &self.removed {
+            if let Some(name) = gone.strip_prefix("upstreams.").filter(|n| !n.contains('.')) {
+                out.entry(name.to_owned()).or_insert(None);
+            }
+        }
         out
     }
 
@@ -34,8 +41,11 @@ impl Validator {
             .map_or(defaults::CONNECT_TIMEOUT, |d| d.0);
         self.positive(&format!("{path}.connect_timeout"), connect_timeout);
         let max_in_flight = up.max_in_flight.unwrap_or(defaults::UPSTREAM_MAX_IN_FLIGHT);
-        if max_in_flight == 0 {
-            self.fail(&format!("{path}.max_in_flight"), "must be at least 1");
+        if !(1..=defaults::MAX_CAP).contains(&max_in_flight) {
+            self.fail(
+                &format!("{path}.max_in_flight"),
+                format!("must be from 1 to {}", defaults::MAX_CAP),
+            );
         }
         let url = self.required(
             &format!("{path}.url"),
@@ -63,7 +73,7 @@ impl Validator {
             scheme,
             authority,
             connect_timeout,
-            max_in_flight: max_in_flight.max(1),
+            max_in_flight: max_in_flight.clamp(1, defaults::MAX_CAP),
             ca_file,
             ca,
         })

@@ -162,3 +162,24 @@ fn upstream_urls_must_be_plain_origins() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_bad_list_item_hides_neither_its_neighbours_errors_nor_adds_false_ones() {
+    let e = errors(
+        "routes:\n  - 5\n  - { prefix: /a/, upstream: nope }\n  - { prefix: /b/, timeout: 30, upstream: app }\nupstreams:\n  app: 5\n",
+    );
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(e[0].starts_with("routes[0] (line 2)"), "{e:?}");
+    assert!(
+        e[1].starts_with("routes[1].upstream (line 3)")
+            && e[1].contains("unknown upstream \"nope\""),
+        "{e:?}"
+    );
+    assert!(e[2].starts_with("routes[2].timeout (line 4)"), "{e:?}");
+    assert!(e[3].starts_with("upstreams.app (line 6)"), "{e:?}");
+    // `app` is declared, if broken: routes[2] naming it is not reported again.
+    assert!(
+        !e.iter().any(|e| e.contains("unknown upstream \"app\"")),
+        "{e:?}"
+    );
+}

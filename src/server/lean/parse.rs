@@ -212,6 +212,13 @@ mod tests {
     }
 
     #[test]
+    fn as_many_headers_as_hyper_takes_and_no_more() {
+        let head = |n: usize| format!("GET /p/x HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(n));
+        assert_eq!(decide(&head(crate::defaults::MAX_HEADERS)), "serve");
+        assert_eq!(decide(&head(crate::defaults::MAX_HEADERS + 1)), "hyper");
+    }
+
+    #[test]
     fn close_wins_over_keep_alive_in_any_order() {
         for head in [
             "GET /p/x HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",

@@ -128,6 +128,10 @@ pub(super) async fn answer(
         let Ok(data) = frame.into_data() else {
             continue; // Trailers: not sent on the lean path.
         };
+        if data.is_empty() {
+            // An empty chunk would read as the end of a chunked body.
+            continue;
+        }
         written += data.len() as u64;
         if let Framing::Length(n) = framing {
             if written > n {
