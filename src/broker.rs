@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-pub use buffer::{Cursor, Read};
+pub use buffer::{Cursor, Mark, Read};
 pub use message::{ChannelName, ChannelNameError, Message, PrepareError, Prepared, Timestamp};
 pub use redis::RedisSettings;
 use waiter::Relays;
@@ -217,13 +217,20 @@ impl Subscription {
         }
     }
 
-    /// The `timestamp` of a timeout answer: no later message is before it.
+    /// The `timestamp` of a timeout answer: no later message is before it,
+    /// and no message newer than `floor` (what the poll has read, or its own
+    /// cursor if later) is passed over (`Mark::Newer` then: read again).
     /// `fallback` (the client's own cursor) is used when the broker cannot
     /// be asked: the client then simply polls again from where it was.
-    pub async fn timeout_mark(&self, fallback: Timestamp, buffer: BufferConfig) -> Timestamp {
+    pub async fn timeout_mark(
+        &self,
+        floor: Timestamp,
+        fallback: Timestamp,
+        buffer: BufferConfig,
+    ) -> Mark {
         match self {
-            Subscription::Memory(s) => s.timeout_mark(),
-            Subscription::Redis(s) => Box::pin(s.timeout_mark(fallback, buffer)).await,
+            Subscription::Memory(s) => s.timeout_mark(floor),
+            Subscription::Redis(s) => Box::pin(s.timeout_mark(floor, fallback, buffer)).await,
         }
     }
 

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::answer::{self as h, Body, Fault, HttpError, QueueClosed, SendQueue};
-use crate::broker::{Broker, BrokerError, Cursor, Timestamp};
+use crate::broker::{Broker, BrokerError, Cursor, Mark, Timestamp};
 use crate::config::Config;
 use crate::metrics::{HeldGuard, Metrics, PollOutcome};
 use crate::proxy::{Caller, Clients, Peer, ProxyError};
@@ -372,10 +372,14 @@ async fn hold(
                 return Ok(deliver(&read, params.max.is_some(), cx, now));
             }
             if read.gap {
-                // Nothing left to send, but the client must learn it missed some.
-                outcome.set(PollOutcome::gap);
-                let mark = sub.timeout_mark(fallback(cursor), buffer).await;
-                return Ok(answer(render::timeout(mark, true)));
+                // Nothing left to send, but the client must learn it missed
+                // some (unless a message came meanwhile: read again).
+                let floor = read.seen.max(fallback(cursor));
+                if let Mark::At(mark) = sub.timeout_mark(floor, fallback(cursor), buffer).await {
+                    outcome.set(PollOutcome::gap);
+                    return Ok(answer(render::timeout(mark, true)));
+                }
+                continue;
             }
         }
         tokio::select! {
@@ -386,21 +390,38 @@ async fn hold(
         }
     }
     // A last look: a message found now was accepted but its wakeup never
-    // reached us. Deliver it, and make the broken wakeup visible.
-    let now = Timestamp::now();
-    if let Ok(read) = sub.read(cursor, max(), buffer, now).await {
+    // reached us. Deliver it, and make the broken wakeup visible. Then the
+    // timeout's cursor, which must pass over no message the poll has not
+    // read: one published between this read and the mark is read instead.
+    for attempt in 0..MARK_TRIES {
+        let now = Timestamp::now();
+        let Ok(read) = sub.read(cursor, max(), buffer, now).await else {
+            break;
+        };
         if !read.messages.is_empty() {
-            cx.services.metrics.wakeup_missed();
-            let channel = ticket.permit.channel();
-            tracing::warn!(channel = %channel, "held poll was not woken for an accepted message");
+            if attempt == 0 {
+                cx.services.metrics.wakeup_missed();
+                let channel = ticket.permit.channel();
+                tracing::warn!(channel = %channel, "held poll was not woken for an accepted message");
+            }
             outcome.set(PollOutcome::message);
             return Ok(deliver(&read, params.max.is_some(), cx, now));
         }
+        let floor = read.seen.max(fallback(cursor));
+        if let Mark::At(mark) = sub.timeout_mark(floor, fallback(cursor), buffer).await {
+            outcome.set(PollOutcome::timeout);
+            return Ok(answer(render::timeout(mark, false)));
+        }
     }
+    // The broker could not be read, or messages kept landing between read
+    // and mark: the client's own cursor is lossless (it asks again).
     outcome.set(PollOutcome::timeout);
-    let mark = sub.timeout_mark(fallback(cursor), buffer).await;
-    Ok(answer(render::timeout(mark, false)))
+    Ok(answer(render::timeout(fallback(cursor), false)))
 }
+
+/// Reads before a timeout answer gives up on a mark of the channel's own and
+/// hands the client its cursor back.
+const MARK_TRIES: usize = 3;
 
 /// The cursor a timeout hands back when the broker cannot be asked: the
 /// client's own, so it simply polls again from where it was.

@@ -45,6 +45,9 @@ struct Cli {
     /// and `<!-- chaos:end -->`.
     #[arg(long)]
     readme: Option<PathBuf>,
+    /// Phases to run: memory, redis, peaks.
+    #[arg(long, value_delimiter = ',', default_value = "memory,redis,peaks")]
+    phases: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,7 +187,10 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.cmd {
             Some(Cmd::Attack(a)) => attack::run(a).await.map(|()| true),
-            None => suite(if cli.short { SHORT } else { FULL }, cli.short, cli.readme).await,
+            None => {
+                let sizes = if cli.short { SHORT } else { FULL };
+                suite(sizes, cli.short, &cli.phases, cli.readme).await
+            }
         }
     });
     match result {
@@ -197,18 +203,36 @@ fn main() {
     }
 }
 
-async fn suite(sizes: Sizes, short: bool, readme: Option<PathBuf>) -> Result<bool> {
+async fn suite(
+    sizes: Sizes,
+    short: bool,
+    phases: &[String],
+    readme: Option<PathBuf>,
+) -> Result<bool> {
     let started = tokio::time::Instant::now();
-    let memory = memory_phase(sizes).await?;
-    let redis = redis_phase(sizes).await?;
-    let peaks = peak_phase(sizes).await?;
-    let mut table = report(&[&memory, &redis], short, started.elapsed());
-    table.push_str(&peaks.table());
+    let wants = |p: &str| phases.iter().any(|w| w == p);
+    let mut figures = Vec::new();
+    if wants("memory") {
+        figures.push(memory_phase(sizes).await?);
+    }
+    if wants("redis") {
+        figures.push(redis_phase(sizes).await?);
+    }
+    let peaks = if wants("peaks") {
+        Some(peak_phase(sizes).await?)
+    } else {
+        None
+    };
+    let all: Vec<&Figures> = figures.iter().collect();
+    let mut table = report(&all, short, started.elapsed());
+    if let Some(peaks) = &peaks {
+        table.push_str(&peaks.table());
+    }
     println!("{table}");
     if let Some(path) = readme {
         write_readme(&path, &table)?;
     }
-    let failures: Vec<String> = [&memory, &redis].iter().flat_map(|f| f.failed()).collect();
+    let failures: Vec<String> = figures.iter().flat_map(|f| f.failed()).collect();
     for f in &failures {
         eprintln!("chaos FAILED: {f}");
     }

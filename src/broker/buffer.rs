@@ -9,6 +9,10 @@
 //!   this buffer, and of every message published before it was created. So a
 //!   cursor `c < lost_before` may have missed messages (a gap), and a cursor
 //!   `c >= lost_before` has missed none.
+//! - A timeout mark is handed out only when no message came after what the
+//!   poll last read (`Read::seen`): a message published between a poll's
+//!   last read and its timeout answer must not fall behind the cursor that
+//!   answer hands back.
 //! - A read serves only what the buffer's limits allow *at the time of the
 //!   read* (the newest `max_size`, none older than `max_age`), whatever has
 //!   been trimmed so far: a message past its age is treated exactly as if
@@ -40,6 +44,17 @@ pub struct Read {
     pub messages: Vec<Arc<Message>>,
     /// The cursor is older than the history: messages may have been missed.
     pub gap: bool,
+    /// Every message stamped at or before this was in view of the read
+    /// (the channel's head then): what a timeout mark is checked against.
+    pub seen: Timestamp,
+}
+
+/// A timeout answer's cursor, or word that it cannot be given yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    At(Timestamp),
+    /// A message came after the poll's last read: read again.
+    Newer,
 }
 
 #[derive(Debug)]
@@ -110,10 +125,15 @@ impl ChannelBuffer {
     }
 
     /// A cursor for a timeout answer: the wall clock, and never before
-    /// anything already sent. Later messages are minted after it.
-    pub fn timeout_mark(&mut self) -> Timestamp {
+    /// anything already sent. Later messages are minted after it. Refused
+    /// (`Newer`) when a message newer than `floor` (what the poll has seen)
+    /// is in the buffer: the mark would pass over it.
+    pub fn timeout_mark(&mut self, floor: Timestamp) -> Mark {
+        if self.newest().is_some_and(|newest| newest > floor) {
+            return Mark::Newer;
+        }
         self.head = self.head.max(Timestamp::now());
-        self.head
+        Mark::At(self.head)
     }
 
     /// Up to `max` messages after `cursor`, of those `limits` allow at `now`.
@@ -147,6 +167,7 @@ impl ChannelBuffer {
         Read {
             messages: self.messages.range(start..).take(max).cloned().collect(),
             gap,
+            seen: self.head,
         }
     }
 }
@@ -238,7 +259,9 @@ mod tests {
     fn a_timeout_mark_is_never_behind_and_later_messages_come_after_it() {
         let mut b = ChannelBuffer::new(Timestamp(0));
         let m = b.push(&body(), 10);
-        let mark = b.timeout_mark();
+        let Mark::At(mark) = b.timeout_mark(m.timestamp) else {
+            panic!("nothing after what was seen")
+        };
         assert!(mark >= m.timestamp);
         let next = b.push(&body(), 10);
         assert!(next.timestamp > mark);
@@ -293,5 +316,18 @@ mod tests {
             !b.read(Cursor::After(t[2]), 10, limits, Timestamp::now())
                 .gap
         );
+    }
+
+    #[test]
+    fn no_mark_passes_over_a_message_the_poll_has_not_read() {
+        let mut b = ChannelBuffer::new(Timestamp(0));
+        let read = b.read_now(Cursor::After(b.head()), 10);
+        assert!(read.messages.is_empty());
+        // A publish lands between the poll's last read and its timeout answer.
+        let late = b.push(&body(), 10);
+        assert_eq!(b.timeout_mark(read.seen), Mark::Newer);
+        let again = b.read_now(Cursor::After(read.seen), 10);
+        assert_eq!(stamps(&again), vec![late.timestamp]);
+        assert!(matches!(b.timeout_mark(again.seen), Mark::At(m) if m >= late.timestamp));
     }
 }

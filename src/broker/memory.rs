@@ -14,7 +14,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::buffer::{ChannelBuffer, Cursor, Read};
+use super::buffer::{ChannelBuffer, Cursor, Mark, Read};
 use super::message::{ChannelName, Prepared, Timestamp};
 use super::waiter::{self, Relays, Wake};
 use super::BufferConfig;
@@ -217,8 +217,8 @@ impl Subscription {
         self.slot.buffer.lock().read(cursor, max, buffer, now)
     }
 
-    pub fn timeout_mark(&self) -> Timestamp {
-        self.slot.buffer.lock().timeout_mark()
+    pub fn timeout_mark(&self, floor: Timestamp) -> Mark {
+        self.slot.buffer.lock().timeout_mark(floor)
     }
 
     /// The waiter's wakeup receiver (see `waiter::changed`).

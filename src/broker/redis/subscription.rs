@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::super::buffer::{Cursor, Read};
+use super::super::buffer::{Cursor, Mark, Read};
 use super::super::message::{ChannelName, Message, Prepared, Timestamp};
 use super::super::waiter;
 use super::super::{BrokerError, BufferConfig};
@@ -66,10 +66,12 @@ impl Subscription {
                     Some(i) => Ok(Read {
                         messages: all.messages.into_iter().skip(i + 1).take(max).collect(),
                         gap: false,
+                        seen: all.seen,
                     }),
                     None => Ok(Read {
                         messages: all.messages.into_iter().take(max).collect(),
                         gap: true,
+                        seen: all.seen,
                     }),
                 }
             }
@@ -117,7 +119,12 @@ impl Subscription {
             .take(max)
             .cloned()
             .collect();
-        Ok(Read { messages, gap })
+        // Every message up to `upto` is in the cache: what was in view.
+        Ok(Read {
+            messages,
+            gap,
+            seen: cache.upto,
+        })
     }
 
     async fn fetch(
@@ -183,15 +190,24 @@ impl Subscription {
         Ok(())
     }
 
-    pub async fn timeout_mark(&self, fallback: Timestamp, buffer: BufferConfig) -> Timestamp {
-        let (_, meta) = self.broker.keys(&self.channel);
+    pub async fn timeout_mark(
+        &self,
+        floor: Timestamp,
+        fallback: Timestamp,
+        buffer: BufferConfig,
+    ) -> Mark {
+        let (stream, meta) = self.broker.keys(&self.channel);
         let mut inv = self.broker.scripts.timeout_mark.prepare_invoke();
-        inv.key(&meta).arg(RedisBroker::ttl_secs(buffer));
+        inv.key(&stream)
+            .key(&meta)
+            .arg(RedisBroker::ttl_secs(buffer))
+            .arg(floor.0);
         match self.broker.invoke::<String>(inv).await {
-            Ok(ts) => ts.parse().map(Timestamp).unwrap_or(fallback),
+            Ok(ts) if ts.is_empty() => Mark::Newer,
+            Ok(ts) => Mark::At(ts.parse().map(Timestamp).unwrap_or(fallback)),
             // Broker down: hand the client its own cursor back. Lossless; it
             // simply asks again from where it was.
-            Err(_) => fallback,
+            Err(_) => Mark::At(fallback),
         }
     }
 
