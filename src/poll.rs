@@ -303,14 +303,15 @@ async fn hold(
         // The headers are for the check only: freed before the hold.
         authorize(ticket, &headers, route, cx).await?;
     }
-    let buffer = cx.config.buffer;
+    // Read from the config each time, not copied: a held poll stays small.
+    let buffer = || cx.config.buffer;
     let mut sub = cx
         .services
         .broker
-        .subscribe(ticket.permit.channel(), buffer);
+        .subscribe(ticket.permit.channel(), buffer());
     let cursor = match ticket.params.cursor {
         Some(c) => c,
-        None => Cursor::After(sub.head(buffer).await?),
+        None => Cursor::After(sub.head(buffer()).await?),
     };
     // In the ticket, which outlives this future: by the time the held gauge
     // goes down, the poll's outcome is counted and its slot is free.
@@ -330,7 +331,7 @@ async fn hold(
             // One clock reading per read: the buffer's age limit and the
             // delivery latency both use it (a clock read is not free on a VM).
             let now = Timestamp::now();
-            let read = match sub.read(cursor, max(), buffer, now).await {
+            let read = match sub.read(cursor, max(), buffer(), now).await {
                 Ok(read) => read,
                 Err(_) => {
                     cx.services.metrics.broker_error();
@@ -347,13 +348,17 @@ async fn hold(
                         // Shutdown answers at once: one answer past the
                         // bound, no more (waiting again would spin).
                         Room::ShuttingDown => {
-                            let now = Timestamp::now();
-                            let read = sub.read(cursor, max(), buffer, now).await;
-                            if let Some(read) = read.ok().filter(|r| !r.messages.is_empty()) {
-                                outcome.set(PollOutcome::message);
-                                return Ok(deliver(&read, params.max.is_some(), cx, now));
-                            }
-                            break;
+                            let end = Ending::Shutdown;
+                            return Ok(Box::pin(conclude(
+                                &sub,
+                                ticket.permit.channel(),
+                                cursor,
+                                params,
+                                cx,
+                                &mut outcome,
+                                end,
+                            ))
+                            .await);
                         }
                         // The connection ended first (the stall watch closed
                         // it): render nothing, the server drops this request
@@ -372,14 +377,18 @@ async fn hold(
                 return Ok(deliver(&read, params.max.is_some(), cx, now));
             }
             if read.gap {
-                // Nothing left to send, but the client must learn it missed
-                // some (unless a message came meanwhile: read again).
-                let floor = read.seen.max(fallback(cursor));
-                if let Mark::At(mark) = sub.timeout_mark(floor, fallback(cursor), buffer).await {
-                    outcome.set(PollOutcome::gap);
-                    return Ok(answer(render::timeout(mark, true)));
-                }
-                continue;
+                // Nothing left to send, but the client must learn it missed some.
+                let end = Ending::Gap;
+                return Ok(Box::pin(conclude(
+                    &sub,
+                    ticket.permit.channel(),
+                    cursor,
+                    params,
+                    cx,
+                    &mut outcome,
+                    end,
+                ))
+                .await);
             }
         }
         tokio::select! {
@@ -389,34 +398,77 @@ async fn hold(
             _ = cx.services.shutdown.cancelled() => break,
         }
     }
-    // A last look: a message found now was accepted but its wakeup never
-    // reached us. Deliver it, and make the broken wakeup visible. Then the
-    // timeout's cursor, which must pass over no message the poll has not
-    // read: one published between this read and the mark is read instead.
+    let end = Ending::Deadline;
+    Ok(Box::pin(conclude(
+        &sub,
+        ticket.permit.channel(),
+        cursor,
+        params,
+        cx,
+        &mut outcome,
+        end,
+    ))
+    .await)
+}
+
+/// Why a poll is being answered without a message in hand.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Its deadline passed.
+    Deadline,
+    Shutdown,
+    /// Its cursor is older than the history, and nothing is left to send.
+    Gap,
+}
+
+/// Answers a poll that has no message to deliver yet: a last look (a
+/// message found now goes out; after the deadline, that means its wakeup
+/// never came, which is made visible), then a timeout whose cursor passes
+/// over no message the poll has not read (one published between the read
+/// and the mark is read instead). Boxed by its callers: it runs once per
+/// poll, and a held poll should not carry its size.
+async fn conclude(
+    sub: &crate::broker::Subscription,
+    channel: &crate::broker::ChannelName,
+    cursor: Cursor,
+    params: &PollParams,
+    cx: &PollContext<'_>,
+    outcome: &mut OutcomeGuard<'_>,
+    end: Ending,
+) -> Response<Body> {
+    let buffer = cx.config.buffer;
     for attempt in 0..MARK_TRIES {
         let now = Timestamp::now();
-        let Ok(read) = sub.read(cursor, max(), buffer, now).await else {
+        let Ok(read) = sub.read(cursor, params.max.unwrap_or(1), buffer, now).await else {
             break;
         };
         if !read.messages.is_empty() {
-            if attempt == 0 {
+            if attempt == 0 && end == Ending::Deadline {
                 cx.services.metrics.wakeup_missed();
-                let channel = ticket.permit.channel();
                 tracing::warn!(channel = %channel, "held poll was not woken for an accepted message");
             }
-            outcome.set(PollOutcome::message);
-            return Ok(deliver(&read, params.max.is_some(), cx, now));
+            outcome.set(if read.gap {
+                PollOutcome::gap
+            } else {
+                PollOutcome::message
+            });
+            return deliver(&read, params.max.is_some(), cx, now);
         }
+        let gap = read.gap || end == Ending::Gap;
         let floor = read.seen.max(fallback(cursor));
         if let Mark::At(mark) = sub.timeout_mark(floor, fallback(cursor), buffer).await {
-            outcome.set(PollOutcome::timeout);
-            return Ok(answer(render::timeout(mark, false)));
+            outcome.set(if gap {
+                PollOutcome::gap
+            } else {
+                PollOutcome::timeout
+            });
+            return answer(render::timeout(mark, gap));
         }
     }
     // The broker could not be read, or messages kept landing between read
     // and mark: the client's own cursor is lossless (it asks again).
     outcome.set(PollOutcome::timeout);
-    Ok(answer(render::timeout(fallback(cursor), false)))
+    answer(render::timeout(fallback(cursor), end == Ending::Gap))
 }
 
 /// Reads before a timeout answer gives up on a mark of the channel's own and

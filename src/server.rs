@@ -402,7 +402,13 @@ where
         // Watched: shutdown asks it to finish gracefully (HTTP/1: after the
         // request in flight; HTTP/2: GOAWAY).
         let conn = watcher.watch(conn.into_owned());
+        // The connection's deadlines are watched by a task of their own:
+        // polled only when one of them moves, not at every wakeup of the
+        // connection (a select here polled four watches per I/O event).
+        let (cut, mut cut_off) = tokio::sync::oneshot::channel();
+        tokio::spawn(watchdog(state.clone(), settings, cut));
         let ended = tokio::select! {
+            biased;
             served = conn => match served {
                 Ok(()) => None,
                 Err(e) if io::is_write_timeout(&*e) => Some(ClientError::write_timeout),
@@ -411,14 +417,7 @@ where
                     None
                 }
             },
-            _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
-            _ = state.queue().stalled(settings.write_timeout) => Some(ClientError::write_timeout),
-            _ = state.rapid_reset() => Some(ClientError::rapid_reset),
-            // Idle: HTTP/2 with no stream open for the write deadline (long
-            // enough for the tail of the last answer, still in HTTP/2's
-            // buffers, to drain); hyper's head timeout ends an idle HTTP/1
-            // connection first. Not a fault.
-            _ = state.idle_for(settings.write_timeout) => None,
+            fault = &mut cut_off => fault.unwrap_or(None),
         };
         state.queue().close();
         if let Some(fault) = ended {
@@ -426,6 +425,27 @@ where
             shared.metrics.client_error(fault);
         }
     }
+}
+
+/// Watches one connection's deadlines; says through `cut` why it must end
+/// (`None`: idle, no fault), or ends when the connection does.
+async fn watchdog(
+    state: Arc<ConnState>,
+    settings: ConnSettings,
+    mut cut: tokio::sync::oneshot::Sender<Option<ClientError>>,
+) {
+    let fault = tokio::select! {
+        _ = cut.closed() => return,
+        _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
+        _ = state.queue().stalled(settings.write_timeout) => Some(ClientError::write_timeout),
+        _ = state.rapid_reset() => Some(ClientError::rapid_reset),
+        // Idle: HTTP/2 with no stream open for the write deadline (long
+        // enough for the tail of the last answer, still in HTTP/2's
+        // buffers, to drain); hyper's head timeout ends an idle HTTP/1
+        // connection first. Not a fault.
+        _ = state.idle_for(settings.write_timeout) => None,
+    };
+    let _ = cut.send(fault);
 }
 
 /// An answer's body with its request's place among those in flight.

@@ -229,3 +229,116 @@ mod date {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The lean writer against hyper's client: what it writes must read back
+    //! as the same answer through an independent HTTP/1 implementation.
+
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::stream;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Empty, StreamBody};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Writes `resp` with the lean writer on one end of a socket pair and
+    /// reads it with hyper's client on the other; returns what hyper read
+    /// and whether the lean writer kept the connection.
+    async fn through_hyper(
+        resp: Response<Body>,
+        version: Version,
+        head_only: bool,
+    ) -> (http::response::Parts, Bytes, bool) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let method = if head_only {
+            http::Method::HEAD
+        } else {
+            http::Method::GET
+        };
+        let req = http::Request::builder()
+            .method(method)
+            .version(version)
+            .uri("/p/x")
+            .header("host", "x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let asked = tokio::spawn(async move { send.send_request(req).await });
+        // The request itself is not read here: the writer answers blind.
+        let kept = answer(
+            &server,
+            resp,
+            version,
+            head_only,
+            true,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        if !kept {
+            drop(server);
+        }
+        let got = asked.await.unwrap().unwrap();
+        let (parts, body) = got.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts, body, kept)
+    }
+
+    fn streamed(chunks: &[&'static [u8]]) -> Body {
+        let frames = chunks
+            .iter()
+            .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(c))))
+            .collect::<Vec<_>>();
+        crate::answer::stream(StreamBody::new(stream::iter(frames)))
+    }
+
+    #[tokio::test]
+    async fn a_known_length_answer_of_any_size_reads_back_whole() {
+        let big = Bytes::from(vec![b'z'; 3 * LEAN_COALESCE_BYTES + 7]);
+        let resp = crate::answer::json_pieces(
+            http::StatusCode::OK,
+            [Bytes::from_static(b"ab"), big.clone()],
+            None,
+        );
+        let (parts, body, kept) = through_hyper(resp, Version::HTTP_11, false).await;
+        assert_eq!(parts.status, 200);
+        assert_eq!(parts.headers["content-length"], (big.len() + 2).to_string());
+        assert_eq!(body.len(), big.len() + 2);
+        assert!(kept);
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_unknown_length_is_chunked_on_http_1_1_and_skips_empty_frames() {
+        let resp = Response::new(streamed(&[b"hello ", b"", b"world"]));
+        let (parts, body, kept) = through_hyper(resp, Version::HTTP_11, false).await;
+        assert_eq!(parts.headers["transfer-encoding"], "chunked");
+        assert_eq!(body, Bytes::from_static(b"hello world"));
+        assert!(kept);
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_unknown_length_runs_to_the_close_on_http_1_0() {
+        let resp = Response::new(streamed(&[b"to the ", b"end"]));
+        let (parts, body, kept) = through_hyper(resp, Version::HTTP_10, false).await;
+        assert_eq!(parts.headers["connection"], "close");
+        assert_eq!(body, Bytes::from_static(b"to the end"));
+        assert!(!kept, "the close is the body's end");
+    }
+
+    #[tokio::test]
+    async fn a_head_answer_has_the_length_and_no_body() {
+        let resp = crate::answer::json(http::StatusCode::OK, "{\"n\":1}");
+        let (parts, body, kept) = through_hyper(resp, Version::HTTP_11, true).await;
+        assert_eq!(parts.headers["content-length"], "7");
+        assert!(body.is_empty());
+        assert!(kept);
+    }
+}
