@@ -13,6 +13,8 @@
 //! - [`poll`]: holding long polls on the broker.
 //! - [`broker`]: channels, history by cursor, and wakeups.
 //! - [`webhook`]: publish, health and debug endpoints on the internal listener.
+//! - [`tls`]: certificates, SNI, the TLS acceptor.
+//! - [`client`]: the client commands (`pollgate publish`, `tail`, `probe`).
 //! - [`answer`]: what every handler answers with (bodies, JSON, errors by
 //!   fault, the per-connection send queue).
 //! - [`metrics`], [`shutdown`], [`logging`], [`memory`] (giving freed memory

@@ -8,12 +8,12 @@
 
 mod admit;
 mod authorize;
+mod conclude;
 mod cors;
 mod identity;
 mod params;
 mod render;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
@@ -22,11 +22,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::answer::{self as h, Body, Fault, HttpError, QueueClosed, SendQueue};
-use crate::broker::{Broker, BrokerError, Cursor, Mark, Timestamp};
+use crate::broker::{Broker, BrokerError, Cursor, Timestamp};
 use crate::config::Config;
 use crate::metrics::{HeldGuard, Metrics, PollOutcome};
+
 use crate::proxy::{Caller, Clients, Peer, ProxyError};
 use crate::routes::PollRoute;
+use conclude::{conclude, deliver, Ending, OutcomeGuard};
 
 pub use admit::{Admission, LimitError, Limits, Permit};
 pub use authorize::Authorizer;
@@ -322,7 +324,7 @@ async fn hold(
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
 
-    loop {
+    let end = loop {
         // In a block: a read's messages are not kept while waiting.
         {
             // A broker that cannot be read right now leaves the poll held: the
@@ -347,19 +349,7 @@ async fn hold(
                         Room::Free => continue,
                         // Shutdown answers at once: one answer past the
                         // bound, no more (waiting again would spin).
-                        Room::ShuttingDown => {
-                            let end = Ending::Shutdown;
-                            return Ok(Box::pin(conclude(
-                                &sub,
-                                ticket.permit.channel(),
-                                cursor,
-                                params,
-                                cx,
-                                &mut outcome,
-                                end,
-                            ))
-                            .await);
-                        }
+                        Room::ShuttingDown => break Ending::Shutdown,
                         // The connection ended first (the stall watch closed
                         // it): render nothing, the server drops this request
                         // with its connection.
@@ -378,27 +368,17 @@ async fn hold(
             }
             if read.gap {
                 // Nothing left to send, but the client must learn it missed some.
-                let end = Ending::Gap;
-                return Ok(Box::pin(conclude(
-                    &sub,
-                    ticket.permit.channel(),
-                    cursor,
-                    params,
-                    cx,
-                    &mut outcome,
-                    end,
-                ))
-                .await);
+                break Ending::Gap;
             }
         }
         tokio::select! {
             biased;
             _ = sub.changed() => continue,
-            _ = &mut deadline => break,
-            _ = cx.services.shutdown.cancelled() => break,
+            _ = &mut deadline => break Ending::Deadline,
+            _ = cx.services.shutdown.cancelled() => break Ending::Shutdown,
         }
-    }
-    let end = Ending::Deadline;
+    };
+    // Boxed: it runs once per poll, and a held poll should not carry its size.
     Ok(Box::pin(conclude(
         &sub,
         ticket.permit.channel(),
@@ -409,79 +389,6 @@ async fn hold(
         end,
     ))
     .await)
-}
-
-/// Why a poll is being answered without a message in hand.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// Its deadline passed.
-    Deadline,
-    Shutdown,
-    /// Its cursor is older than the history, and nothing is left to send.
-    Gap,
-}
-
-/// Answers a poll that has no message to deliver yet: a last look (a
-/// message found now goes out; after the deadline, that means its wakeup
-/// never came, which is made visible), then a timeout whose cursor passes
-/// over no message the poll has not read (one published between the read
-/// and the mark is read instead). Boxed by its callers: it runs once per
-/// poll, and a held poll should not carry its size.
-async fn conclude(
-    sub: &crate::broker::Subscription,
-    channel: &crate::broker::ChannelName,
-    cursor: Cursor,
-    params: &PollParams,
-    cx: &PollContext<'_>,
-    outcome: &mut OutcomeGuard<'_>,
-    end: Ending,
-) -> Response<Body> {
-    let buffer = cx.config.buffer;
-    for attempt in 0..MARK_TRIES {
-        let now = Timestamp::now();
-        let Ok(read) = sub.read(cursor, params.max.unwrap_or(1), buffer, now).await else {
-            break;
-        };
-        if !read.messages.is_empty() {
-            if attempt == 0 && end == Ending::Deadline {
-                cx.services.metrics.wakeup_missed();
-                tracing::warn!(channel = %channel, "held poll was not woken for an accepted message");
-            }
-            outcome.set(if read.gap {
-                PollOutcome::gap
-            } else {
-                PollOutcome::message
-            });
-            return deliver(&read, params.max.is_some(), cx, now);
-        }
-        let gap = read.gap || end == Ending::Gap;
-        let floor = read.seen.max(fallback(cursor));
-        if let Mark::At(mark) = sub.timeout_mark(floor, fallback(cursor), buffer).await {
-            outcome.set(if gap {
-                PollOutcome::gap
-            } else {
-                PollOutcome::timeout
-            });
-            return answer(render::timeout(mark, gap));
-        }
-    }
-    // The broker could not be read, or messages kept landing between read
-    // and mark: the client's own cursor is lossless (it asks again).
-    outcome.set(PollOutcome::timeout);
-    answer(render::timeout(fallback(cursor), end == Ending::Gap))
-}
-
-/// Reads before a timeout answer gives up on a mark of the channel's own and
-/// hands the client its cursor back.
-const MARK_TRIES: usize = 3;
-
-/// The cursor a timeout hands back when the broker cannot be asked: the
-/// client's own, so it simply polls again from where it was.
-fn fallback(cursor: Cursor) -> Timestamp {
-    match cursor {
-        Cursor::After(t) => t,
-        Cursor::Oldest | Cursor::AfterId(_) => Timestamp(0),
-    }
 }
 
 /// What ended a wait for room in the connection's send queue.
@@ -500,64 +407,5 @@ async fn room(queue: &SendQueue, shutdown: &CancellationToken) -> Room {
             Err(QueueClosed) => Room::Closed,
         },
         _ = shutdown.cancelled() => Room::ShuttingDown,
-    }
-}
-
-fn deliver(
-    read: &crate::broker::Read,
-    batch: bool,
-    cx: &PollContext<'_>,
-    now: Timestamp,
-) -> Response<Body> {
-    let Some(first) = read.messages.first() else {
-        // Not reached (only reads with messages are delivered); an empty
-        // batch says nothing and moves no cursor, so nothing could be lost.
-        return h::json_pieces(StatusCode::OK, render::batch(&[], read.gap), None);
-    };
-    let queue = cx.queue.cloned();
-    let (resp, count) = if batch {
-        let sent = render::fitting(&read.messages, cx.config.poll.max_batch_bytes);
-        let pieces = render::batch(sent, read.gap);
-        (h::json_pieces(StatusCode::OK, pieces, queue), sent.len())
-    } else {
-        // An array, not a list: a single message is one piece, no allocation.
-        let pieces = render::single(first, read.gap);
-        (h::json_pieces(StatusCode::OK, pieces, queue), 1)
-    };
-    let age = now.0.saturating_sub(first.timestamp.0);
-    cx.services
-        .metrics
-        .delivered(count as u64, age as f64 / 1e6);
-    resp
-}
-
-fn answer(body: Bytes) -> Response<Body> {
-    h::json(StatusCode::OK, body)
-}
-
-/// Records how a poll ended; a poll dropped before answering is a client
-/// that went away.
-struct OutcomeGuard<'a> {
-    metrics: &'a Metrics,
-    outcome: Option<PollOutcome>,
-}
-
-impl<'a> OutcomeGuard<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
-        OutcomeGuard {
-            metrics,
-            outcome: None,
-        }
-    }
-
-    fn set(&mut self, outcome: PollOutcome) {
-        self.outcome = Some(outcome);
-    }
-}
-
-impl Drop for OutcomeGuard<'_> {
-    fn drop(&mut self) {
-        self.metrics
-            .poll_ended(self.outcome.unwrap_or(PollOutcome::client_gone));
     }
 }

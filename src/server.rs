@@ -388,7 +388,7 @@ where
                 request.responded();
                 // In flight until the answer's body is done with.
                 Ok::<_, Infallible>(resp.map(|body| {
-                    answer::stream(InFlight {
+                    answer::stream(conn::InFlight {
                         body,
                         _request: request,
                     })
@@ -406,7 +406,7 @@ where
         // polled only when one of them moves, not at every wakeup of the
         // connection (a select here polled four watches per I/O event).
         let (cut, mut cut_off) = tokio::sync::oneshot::channel();
-        tokio::spawn(watchdog(state.clone(), settings, cut));
+        tokio::spawn(conn::watchdog(state.clone(), settings, cut));
         let ended = tokio::select! {
             biased;
             served = conn => match served {
@@ -424,52 +424,5 @@ where
             debug!(?fault, "connection closed");
             shared.metrics.client_error(fault);
         }
-    }
-}
-
-/// Watches one connection's deadlines; says through `cut` why it must end
-/// (`None`: idle, no fault), or ends when the connection does.
-async fn watchdog(
-    state: Arc<ConnState>,
-    settings: ConnSettings,
-    mut cut: tokio::sync::oneshot::Sender<Option<ClientError>>,
-) {
-    let fault = tokio::select! {
-        _ = cut.closed() => return,
-        _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
-        _ = state.queue().stalled(settings.write_timeout) => Some(ClientError::write_timeout),
-        _ = state.rapid_reset() => Some(ClientError::rapid_reset),
-        // Idle: HTTP/2 with no stream open for the write deadline (long
-        // enough for the tail of the last answer, still in HTTP/2's
-        // buffers, to drain); hyper's head timeout ends an idle HTTP/1
-        // connection first. Not a fault.
-        _ = state.idle_for(settings.write_timeout) => None,
-    };
-    let _ = cut.send(fault);
-}
-
-/// An answer's body with its request's place among those in flight.
-struct InFlight {
-    body: Body,
-    _request: conn::Request,
-}
-
-impl http_body::Body for InFlight {
-    type Data = bytes::Bytes;
-    type Error = answer::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }

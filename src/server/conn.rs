@@ -1,7 +1,8 @@
 //! One hyper connection's state, shared by its requests and its serving
 //! task: the send queue, whether a first request came, how many are in
-//! flight, and how fast the client cancels them. The serving task selects
-//! on the deadlines this exposes and drops the connection when one passes.
+//! flight, and how fast the client cancels them. A watchdog task waits on
+//! the deadlines this exposes and tells the serving task to drop the
+//! connection when one passes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::answer::SendQueue;
+use super::ConnSettings;
+use crate::answer::{Body, BoxError, SendQueue};
 use crate::defaults::H2_MAX_RESETS_PER_SEC;
+use crate::metrics::ClientError;
 
 pub(super) struct ConnState {
     queue: Arc<SendQueue>,
@@ -136,6 +139,53 @@ impl Drop for Request {
         if !self.responded {
             self.state.cancelled();
         }
+    }
+}
+
+/// Watches one connection's deadlines; says through `cut` why it must end
+/// (`None`: idle, no fault), or ends when the connection does.
+pub(super) async fn watchdog(
+    state: Arc<ConnState>,
+    settings: ConnSettings,
+    mut cut: tokio::sync::oneshot::Sender<Option<ClientError>>,
+) {
+    let fault = tokio::select! {
+        _ = cut.closed() => return,
+        _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
+        _ = state.queue().stalled(settings.write_timeout) => Some(ClientError::write_timeout),
+        _ = state.rapid_reset() => Some(ClientError::rapid_reset),
+        // Idle: HTTP/2 with no stream open for the write deadline (long
+        // enough for the tail of the last answer, still in HTTP/2's
+        // buffers, to drain); hyper's head timeout ends an idle HTTP/1
+        // connection first. Not a fault.
+        _ = state.idle_for(settings.write_timeout) => None,
+    };
+    let _ = cut.send(fault);
+}
+
+/// An answer's body with its request's place among those in flight.
+pub(super) struct InFlight {
+    pub(super) body: Body,
+    pub(super) _request: Request,
+}
+
+impl http_body::Body for InFlight {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
