@@ -10,7 +10,7 @@
 //!   `lost` (the newest trimmed timestamp).
 //!
 //! Both expire when the channel is idle. One Pub/Sub channel,
-//! `{prefix}notify`, carries "<channel> <T>" for every publish; each instance
+//! `{prefix}notify`, carries `"<channel> <T>"` for every publish; each instance
 //! keeps one subscription to it and wakes its local waiters, which read from
 //! the history by cursor (the history is the truth; a notification is a hint).
 

@@ -38,7 +38,7 @@ impl Authorizer {
     /// Asks the app (or the cache) whether this poll may be held.
     ///
     /// # Errors
-    /// See [`AuthError`].
+    /// See `AuthError`.
     pub async fn check(
         &self,
         auth: &Authorize,
