@@ -16,6 +16,8 @@
 //!    and the config is rewritten.
 
 mod attack;
+#[path = "../common/mod.rs"]
+mod common;
 mod follow;
 mod server;
 
@@ -31,7 +33,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use follow::{Book, Tally};
 use server::{Pollgate, Redis};
 
-pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use common::Result;
 
 #[derive(Parser, Debug)]
 #[command(about = "pollgate under load while Redis dies, configs change and clients misbehave")]
@@ -171,19 +173,8 @@ impl Figures {
 }
 
 fn main() {
-    let args = std::env::args().filter(|a| a != "--bench");
+    let (runtime, args) = common::runtime();
     let cli = Cli::parse_from(args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            std::process::exit(2);
-        }
-    };
     let result = runtime.block_on(async move {
         match cli.cmd {
             Some(Cmd::Attack(a)) => attack::run(a).await.map(|()| true),

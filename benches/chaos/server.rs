@@ -1,13 +1,13 @@
 //! The processes under test: pollgate (the binary cargo built), a Redis of
 //! its own that can be killed, and the config file rewritten under it.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::Result;
+use crate::common::{self, Result};
+pub use common::proc_status_kib;
 
 /// A pollgate process on ephemeral ports with its config in a temp dir.
 pub struct Pollgate {
@@ -47,7 +47,9 @@ impl Pollgate {
             .stderr(Stdio::piped())
             .spawn()?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (public, webhook) = listening(stderr)?;
+        let (public, webhook) = common::listening(stderr, |line| {
+            line.contains("\"ERROR\"") && !line.contains("config rejected")
+        })?;
         Ok(Pollgate {
             public,
             webhook,
@@ -76,39 +78,6 @@ impl Drop for Pollgate {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Reads pollgate's JSON log until it says where it listens, then keeps
-/// draining it (on a thread) so the child never blocks on a full pipe;
-/// warnings and errors are shown.
-fn listening(stderr: std::process::ChildStderr) -> Result<(SocketAddr, SocketAddr)> {
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        let line = line?;
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "pollgate listening" {
-            let addr = |k: &str| -> Result<SocketAddr> {
-                Ok(v[k].as_str().ok_or("no address in the log")?.parse()?)
-            };
-            let found = (addr("public")?, addr("webhook")?);
-            std::thread::spawn(move || {
-                for line in lines.map_while(std::result::Result::ok) {
-                    if line.contains("\"ERROR\"") && !line.contains("config rejected") {
-                        eprintln!("pollgate: {line}");
-                    }
-                }
-            });
-            return Ok(found);
-        }
-        eprintln!("pollgate: {line}");
-    }
-    Err("pollgate exited before listening".into())
-}
-
-pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A redis-server of the chaos run's own, on a fixed free port so that it

@@ -8,6 +8,8 @@
 //! `cargo bench --bench pollgate -- --help` lists the knobs.
 
 mod client;
+#[path = "../common/mod.rs"]
+mod common;
 mod scenarios;
 mod target;
 
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use common::Result;
 
 #[derive(Parser, Debug)]
 #[command(about = "Long-poll benchmark: pollgate, or any server described by the target flags")]
@@ -51,20 +53,8 @@ pub struct RunArgs {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench` to every bench binary; it means nothing here.
-    let args = std::env::args().filter(|a| a != "--bench");
+    let (runtime, args) = common::runtime();
     let cli = Cli::parse_from(args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
     let outcome = runtime.block_on(async move {
         match cli.cmd {
             Some(Cmd::Backend { listen }) => target::serve_backend(listen).await,

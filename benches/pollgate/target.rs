@@ -4,7 +4,6 @@
 //! holds) are forwarded to.
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
@@ -13,7 +12,7 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::Result;
+use crate::common::{self, proc_status_kib, Result};
 
 /// How the next poll tells the server what the client has already seen.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +105,8 @@ impl Target {
             .stderr(Stdio::piped())
             .spawn()?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (public, webhook) = tokio::task::spawn_blocking(move || listening(stderr)).await??;
+        let (public, webhook) =
+            tokio::task::spawn_blocking(move || common::listening(stderr, |_| false)).await??;
         Ok(Target {
             name: args.target.clone(),
             poll_url: format!("http://{public}/api/poll/{{channel}}?timeout=55"),
@@ -163,36 +163,10 @@ server: {{ max_connections: 1000000{threads} }}
     )
 }
 
-/// Reads pollgate's JSON log until it says where it listens, then keeps
-/// draining it so the child never blocks on a full pipe.
-fn listening(stderr: std::process::ChildStderr) -> Result<(SocketAddr, SocketAddr)> {
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        let line = line?;
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "pollgate listening" {
-            let addr = |k: &str| -> Result<SocketAddr> {
-                Ok(v[k].as_str().ok_or("no address in the log")?.parse()?)
-            };
-            let found = (addr("public")?, addr("webhook")?);
-            std::thread::spawn(move || lines.for_each(drop));
-            return Ok(found);
-        }
-        eprintln!("pollgate: {line}");
-    }
-    Err("pollgate exited before listening".into())
-}
-
 /// CPU time the load tool itself has used, seconds: when it nears a
 /// scenario's duration, the tool, not the server, sets the pace.
 pub fn own_cpu_seconds() -> f64 {
     proc_cpu(std::process::id()).unwrap_or(0.0)
-}
-
-fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn proc_cpu(pid: u32) -> Option<f64> {
