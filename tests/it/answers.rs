@@ -131,23 +131,11 @@ async fn a_message_near_max_body_and_a_batch_of_two_mib_reach_every_clear_text_p
 async fn large_answers_reach_https_clients_over_http1_and_http2() {
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "site");
-    let tls = format!(
-        "tls: {{ cert: {}, key: {} }}\n",
-        cert.display(),
-        key.display()
-    );
+    let tls = ca.localhost_tls(dir.path());
     let pg = Pollgate::start(&large(&tls)).await;
     pg.publish("big", blob(0, BIG)).await;
     for alpn in [&b"http/1.1"[..], b"h2"] {
-        let tcp = TcpStream::connect(pg.public).await.unwrap();
-        let stream = tokio_rustls::TlsConnector::from(ca.client_config(&[alpn]))
-            .connect(
-                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await
-            .unwrap();
+        let stream = ca.connect(pg.public, "localhost", &[alpn]).await;
         let req = Request::get("https://localhost/api/poll/big?since=0")
             .header("host", "localhost")
             .body(Full::<Bytes>::default())

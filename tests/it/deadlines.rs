@@ -50,22 +50,10 @@ async fn an_http2_preface_then_half_a_frame_is_closed_within_the_head_timeout() 
 async fn a_tls_client_that_sends_nothing_after_its_handshake_is_closed() {
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "site");
-    let tls = format!(
-        "tls: {{ cert: {}, key: {} }}\n",
-        cert.display(),
-        key.display()
-    );
+    let tls = ca.localhost_tls(dir.path());
     let pg = Pollgate::start(&yaml(None, &format!("{QUICK}{tls}"))).await;
     for alpn in [&b"h2"[..], b"http/1.1"] {
-        let tcp = TcpStream::connect(pg.public).await.unwrap();
-        let mut stream = tokio_rustls::TlsConnector::from(ca.client_config(&[alpn]))
-            .connect(
-                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await
-            .unwrap();
+        let mut stream = ca.connect(pg.public, "localhost", &[alpn]).await;
         // Half of the HTTP/2 preface, or nothing at all for HTTP/1.1.
         if alpn == b"h2" {
             stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();

@@ -147,8 +147,9 @@ async fn a_slow_upstream_is_a_504_after_the_route_timeout() {
     assert_eq!(get(&pg.url("/slow?ms=10")).await.status, 200);
 }
 
-/// Opens a WebSocket through pollgate to the test upstream's echo.
-async fn websocket(pg: &Pollgate) -> tokio::net::TcpStream {
+/// Opens a WebSocket through pollgate to the test upstream's echo; returns
+/// the stream and the answer's head, lowercased.
+async fn websocket(pg: &Pollgate) -> (tokio::net::TcpStream, String) {
     let mut stream = tokio::net::TcpStream::connect(pg.public).await.unwrap();
     stream
         .write_all(
@@ -162,8 +163,9 @@ async fn websocket(pg: &Pollgate) -> tokio::net::TcpStream {
         stream.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    (stream, head)
 }
 
 #[tokio::test]
@@ -174,7 +176,7 @@ async fn a_tunnel_counts_as_a_connection_not_as_a_request_in_flight() {
         "connect_timeout: 1s, max_in_flight: 1 }",
     );
     let pg = Pollgate::start(&config).await;
-    let mut tunnel = websocket(&pg).await;
+    let (mut tunnel, _) = websocket(&pg).await;
     // The tunnel keeps its connection slot after its connection's serving
     // ended: with one more connection the cap (2) is full, and a third waits.
     let second = tokio::net::TcpStream::connect(pg.public).await.unwrap();
@@ -197,21 +199,7 @@ async fn a_tunnel_counts_as_a_connection_not_as_a_request_in_flight() {
 async fn an_upgrade_is_spliced_both_ways() {
     let up = Upstream::start("app").await;
     let pg = Pollgate::start(&yaml(Some(up.addr), "")).await;
-    let mut stream = tokio::net::TcpStream::connect(pg.public).await.unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (mut stream, head) = websocket(&pg).await;
     assert!(head.contains("upgrade: websocket"), "{head}");
     for msg in [&b"ping"[..], b"second frame", b"third"] {
         stream.write_all(msg).await.unwrap();

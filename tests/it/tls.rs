@@ -9,10 +9,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 struct Site {
     ca: Ca,
@@ -41,15 +40,6 @@ impl Site {
             api_key.display()
         )
     }
-}
-
-async fn connect(ca: &Ca, addr: SocketAddr, name: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let connector = TlsConnector::from(ca.client_config(alpn));
-    connector
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 fn presented(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
@@ -83,7 +73,10 @@ async fn https_over_http1_reaches_the_upstream_with_proto_https() {
         Some(up.addr),
     ))
     .await;
-    let stream = connect(&site.ca, pg.public, "localhost", &[b"http/1.1"]).await;
+    let stream = site
+        .ca
+        .connect(pg.public, "localhost", &[b"http/1.1"])
+        .await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let (status, body) = h1_get(stream, "/api/secure?x=1").await;
     assert_eq!(status, 200);
@@ -101,7 +94,10 @@ async fn many_polls_share_one_http2_connection_and_get_the_publish() {
         None,
     ))
     .await;
-    let stream = connect(&site.ca, pg.public, "localhost", &[b"h2", b"http/1.1"]).await;
+    let stream = site
+        .ca
+        .connect(pg.public, "localhost", &[b"h2", b"http/1.1"])
+        .await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -137,9 +133,9 @@ async fn sni_picks_the_certificate() {
     let default = site.ca.leaf(&["localhost"]);
     let api = site.ca.leaf(&["api.example.com"]);
     let pg = Pollgate::start(&site.yaml(&default, &api, None)).await;
-    let s = connect(&site.ca, pg.public, "api.example.com", &[]).await;
+    let s = site.ca.connect(pg.public, "api.example.com", &[]).await;
     assert_eq!(presented(&s), api.der);
-    let s = connect(&site.ca, pg.public, "localhost", &[]).await;
+    let s = site.ca.connect(pg.public, "localhost", &[]).await;
     assert_eq!(presented(&s), default.der);
 }
 
@@ -149,7 +145,10 @@ async fn a_renewed_certificate_is_served_to_new_handshakes() {
     let first = site.ca.leaf(&["localhost"]);
     let mut pg =
         Pollgate::start(&site.yaml(&first, &site.ca.leaf(&["api.example.com"]), None)).await;
-    let open = connect(&site.ca, pg.public, "localhost", &[b"http/1.1"]).await;
+    let open = site
+        .ca
+        .connect(pg.public, "localhost", &[b"http/1.1"])
+        .await;
     assert_eq!(presented(&open), first.der);
 
     // certbot-style renewal: new files written over the old ones.
@@ -161,7 +160,7 @@ async fn a_renewed_certificate_is_served_to_new_handshakes() {
         .await
         .expect("no reload within 5 s")
         .unwrap();
-    let fresh = connect(&site.ca, pg.public, "localhost", &[]).await;
+    let fresh = site.ca.connect(pg.public, "localhost", &[]).await;
     assert_eq!(presented(&fresh), renewed.der);
     // The connection opened before the renewal is untouched.
     let (status, _) = h1_get(open, "/api/poll/x?timeout=0").await;
@@ -183,7 +182,7 @@ async fn a_bad_renewal_is_rejected_and_the_old_certificate_stays() {
         .await
         .expect("no reload attempt")
         .unwrap();
-    let s = connect(&site.ca, pg.public, "localhost", &[]).await;
+    let s = site.ca.connect(pg.public, "localhost", &[]).await;
     assert_eq!(presented(&s), first.der);
 }
 

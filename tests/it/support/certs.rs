@@ -1,10 +1,14 @@
 //! Certificates generated at test time (rcgen): a CA and leaves it signs.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 pub struct Ca {
     cert: rcgen::Certificate,
@@ -80,5 +84,30 @@ impl Ca {
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
+    }
+
+    /// A TLS connection to `addr` for server name `name`, offering `alpn`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        alpn: &[&[u8]],
+    ) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        TlsConnector::from(self.client_config(alpn))
+            .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// The config's `tls:` line for a `localhost` certificate this CA
+    /// signs, written into `dir`.
+    pub fn localhost_tls(&self, dir: &Path) -> String {
+        let (cert, key) = self.leaf(&["localhost"]).write(dir, "site");
+        format!(
+            "tls: {{ cert: {}, key: {} }}\n",
+            cert.display(),
+            key.display()
+        )
     }
 }
