@@ -372,6 +372,18 @@ struct Run {
 }
 
 impl Run {
+    /// Rewrites the running config `s.rewrites` times over the chaos
+    /// phase, `s.invalid` of them invalid; yields (valid, invalid) written.
+    fn rewrite_config(&self, yaml: &str, s: Sizes) -> tokio::task::JoinHandle<(usize, usize)> {
+        tokio::spawn(server::rewrite_config(
+            self.pg.config.clone(),
+            yaml.to_owned(),
+            s.rewrites,
+            s.invalid,
+            s.chaos / (s.rewrites as u32 + 1),
+        ))
+    }
+
     async fn start(yaml: &str, followers_n: usize, channels: usize, rate: u64) -> Result<Run> {
         let pg = Pollgate::start(yaml)?;
         publish_big(pg.webhook).await?;
@@ -468,28 +480,20 @@ async fn memory_phase(s: Sizes) -> Result<Figures> {
     let secs = s.chaos.as_secs();
     let public = [run.pg.public];
     let both = [run.pg.public, run.pg.webhook];
-    let mut children = vec![
+    let children = vec![
         attack("slowloris", &public, s.slowloris, secs, 2)?,
         attack("noread", &public, s.noread, secs, 3)?,
         attack("flood", &public, s.flood, secs, 10)?,
         attack("garbage", &both, s.garbage, secs, 4)?,
     ];
-    let rewrites = tokio::spawn(server::rewrite_config(
-        run.pg.config.clone(),
-        yaml.clone(),
-        s.rewrites,
-        s.invalid,
-        s.chaos / (s.rewrites as u32 + 1),
-    ));
+    let rewrites = run.rewrite_config(&yaml, s);
     tokio::time::sleep(s.chaos).await;
-    for child in &mut children {
-        if let Ok(out) = tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
-            let _ = out;
-        }
-    }
     for child in children {
-        if let Ok(out) = child.wait_with_output().await {
-            eprintln!("chaos: {}", String::from_utf8_lossy(&out.stdout).trim());
+        // Each attacker stops by itself after `secs`; one that hangs is
+        // killed (on drop) rather than holding the run.
+        match tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await {
+            Ok(Ok(out)) => eprintln!("chaos: {}", String::from_utf8_lossy(&out.stdout).trim()),
+            _ => eprintln!("chaos: an attacker did not finish; killed"),
         }
     }
     let rewrites = rewrites.await.unwrap_or_default();
@@ -512,13 +516,7 @@ async fn redis_phase(s: Sizes) -> Result<Figures> {
         25,
     );
     let run = Run::start(&yaml, s.redis_followers, s.redis_channels, s.redis_rate).await?;
-    let rewrites = tokio::spawn(server::rewrite_config(
-        run.pg.config.clone(),
-        yaml.clone(),
-        s.rewrites,
-        s.invalid,
-        s.chaos / (s.rewrites as u32 + 1),
-    ));
+    let rewrites = run.rewrite_config(&yaml, s);
     tokio::time::sleep(s.chaos / 3).await;
     eprintln!("chaos: kill -9 redis");
     redis.kill();

@@ -39,15 +39,7 @@ impl Pollgate {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("pollgate.yaml");
         std::fs::write(&config, yaml)?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pollgate"))
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-format", "json"])
-            .env("RUST_LOG", "warn,pollgate=info,pollgate::access=warn")
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (public, webhook) = common::listening(stderr, |line| {
+        let (child, public, webhook) = common::spawn_pollgate(&config, |line| {
             line.contains("\"ERROR\"") && !line.contains("config rejected")
         })?;
         Ok(Pollgate {

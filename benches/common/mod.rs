@@ -3,6 +3,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -25,10 +27,34 @@ pub fn runtime() -> (tokio::runtime::Runtime, impl Iterator<Item = String>) {
     }
 }
 
+/// Starts this build's pollgate on `config`, logging JSON, and waits until
+/// it listens: the child, its public address and its webhook address.
+/// (Blocking: it reads the child's log.)
+pub fn spawn_pollgate(
+    config: &Path,
+    show: fn(&str) -> bool,
+) -> Result<(Child, SocketAddr, SocketAddr)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pollgate"))
+        .arg("--config")
+        .arg(config)
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "warn,pollgate=info,pollgate::access=warn")
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    match listening(stderr, show) {
+        Ok((public, webhook)) => Ok((child, public, webhook)),
+        Err(e) => {
+            let _ = child.kill();
+            Err(e)
+        }
+    }
+}
+
 /// Reads pollgate's JSON log until it says where it listens, then keeps
 /// draining it (on a thread) so the child never blocks on a full pipe;
 /// the later lines `show` picks are printed.
-pub fn listening(
+fn listening(
     stderr: std::process::ChildStderr,
     show: fn(&str) -> bool,
 ) -> Result<(SocketAddr, SocketAddr)> {

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -97,16 +97,9 @@ impl Target {
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("pollgate.yaml");
         std::fs::write(&config, pollgate_config(backend, args.threads))?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pollgate"))
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-format", "json"])
-            .env("RUST_LOG", "warn,pollgate=info,pollgate::access=warn")
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (public, webhook) =
-            tokio::task::spawn_blocking(move || common::listening(stderr, |_| false)).await??;
+        let (child, public, webhook) =
+            tokio::task::spawn_blocking(move || common::spawn_pollgate(&config, |_| false))
+                .await??;
         Ok(Target {
             name: args.target.clone(),
             poll_url: format!("http://{public}/api/poll/{{channel}}?timeout=55"),

@@ -1,6 +1,6 @@
 //! The `pollgate` binary: `check`, refusing a bad config, flags.
 
-use crate::support::{check, pollgate_bin as pollgate};
+use crate::support::{assert_ok, check, pollgate_bin as pollgate};
 
 fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("pollgate.yaml");
@@ -14,11 +14,7 @@ fn check_accepts_the_shipped_config_and_summarizes_routes() {
         .args(["check", "--config", "config/pollgate.yaml"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("/api/poll/") && text.contains("long poll"),

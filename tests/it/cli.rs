@@ -20,11 +20,7 @@ async fn publish_prints_the_id_and_timestamp_and_fails_loudly() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let (id, ts) = line.split_once(' ').unwrap();
     uuid::Uuid::parse_str(id).unwrap();

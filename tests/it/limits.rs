@@ -216,11 +216,7 @@ fn a_webhook_open_to_the_network_needs_a_token() {
         .env("PG_TEST_TOKEN", "from-the-environment-123")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let out = pollgate_bin()
         .arg("check")
         .arg("--config")

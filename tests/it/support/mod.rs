@@ -201,6 +201,15 @@ pub fn rss_kib() -> u64 {
         .unwrap()
 }
 
+/// Asserts that a command exited 0, showing its stderr if not.
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The pollgate binary of this build.
 pub fn pollgate_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_pollgate"))
