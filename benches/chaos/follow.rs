@@ -2,14 +2,18 @@
 //! acknowledged message was lost.
 //!
 //! A follower holds one keep-alive connection and polls one channel in
-//! batch form (`max=100`) with the `since` cursor of its last answer,
-//! recording every message's sequence number and every `"gap": true`. The
-//! publisher numbers each channel's messages 1, 2, 3… and records which
-//! publishes were acknowledged (a 200) and when. At the end, a message is
-//! *lost* for a follower when it was acknowledged, came after the
-//! follower's first message, was never received, and no gap excuses it: a
-//! gap excuses only what lies between the messages around it and was
-//! acknowledged before the gap was reported.
+//! batch form (`max=100`), from `since=0` (everything the channel holds:
+//! followers start before the publisher) and then with the `since` cursor
+//! of its last answer, recording every message's sequence number and every
+//! `"gap": true`. The publisher numbers each channel's messages 1, 2, 3…
+//! and records which publishes were acknowledged (a 200) and when. At the
+//! end, a message is *lost* for a follower when it was acknowledged, was
+//! never received, and no gap excuses it: a gap excuses only what lies
+//! between the messages around it and was acknowledged before the gap was
+//! reported. (Owing every message from the first is what makes this exact:
+//! counting from a follower's first message instead would blame pollgate
+//! for a message whose publish overtook an earlier one's before the
+//! follower's first poll arrived.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -88,7 +92,8 @@ impl Book {
 
 /// Follows `channel` from source address `src` until `book.stop`.
 pub async fn follower(channel: usize, src: Ipv4Addr, addr: SocketAddr, book: Arc<Book>) {
-    let mut since: Option<String> = None;
+    // From the channel's oldest message: every acknowledged one is owed.
+    let mut since = String::from("0");
     let seen: Log = Arc::default();
     book.followers.lock().push((channel, seen.clone()));
     'connect: while !book.stop.load(Ordering::Relaxed) {
@@ -101,10 +106,7 @@ pub async fn follower(channel: usize, src: Ipv4Addr, addr: SocketAddr, book: Arc
             if sender.ready().await.is_err() {
                 continue 'connect;
             }
-            let cursor = since
-                .as_ref()
-                .map_or(String::new(), |s| format!("&since={s}"));
-            let target = format!("/api/poll/c{channel}?timeout=20&max=100{cursor}");
+            let target = format!("/api/poll/c{channel}?timeout=20&max=100&since={since}");
             let req = Request::get(target)
                 .header("host", "chaos")
                 .body(Empty::new())
@@ -137,7 +139,7 @@ pub async fn follower(channel: usize, src: Ipv4Addr, addr: SocketAddr, book: Arc
 }
 
 /// Records one answer's messages and gap, and moves the cursor.
-fn read_answer(body: &Bytes, arrived: u64, seen: &mut Vec<Seen>, since: &mut Option<String>) {
+fn read_answer(body: &Bytes, arrived: u64, seen: &mut Vec<Seen>, since: &mut String) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return;
     };
@@ -164,7 +166,7 @@ fn read_answer(body: &Bytes, arrived: u64, seen: &mut Vec<Seen>, since: &mut Opt
             .take_while(|b| b.is_ascii_digit() || *b == b'.')
             .count();
         if len > 0 {
-            *since = Some(rest[..len].to_owned());
+            *since = rest[..len].to_owned();
         }
     }
 }
@@ -240,6 +242,8 @@ pub struct Tally {
     pub refused: usize,
     pub delivered: usize,
     pub lost: usize,
+    /// The first losses, each with what its follower saw around it.
+    pub lost_detail: Vec<String>,
     pub duplicates: usize,
     pub gaps: usize,
     /// The most gaps one follower was told of.
@@ -308,23 +312,69 @@ pub fn tally(book: &Book, during: (u64, u64)) -> Tally {
         }
         t.gaps += gaps;
         t.max_gaps = t.max_gaps.max(gaps);
-        let Some(&first) = got.first() else {
+        if got.is_empty() {
             t.silent += 1;
             continue;
-        };
+        }
         for (&seq, &acked_at) in acked.get(channel).into_iter().flatten() {
-            let missed = seq > first && !got.contains(&seq);
+            let missed = !got.contains(&seq);
             let excused = covered
                 .iter()
                 .any(|&(after, before, gap_at)| after < seq && seq < before && acked_at < gap_at);
             if missed && !excused {
                 t.lost += 1;
+                if t.lost_detail.len() < LOST_DETAILS {
+                    let acks = acked.get(channel).into_iter().flatten();
+                    t.lost_detail
+                        .push(describe_loss(*channel, seq, acked_at, &seen, acks));
+                }
             }
         }
     }
     t.p99_during_ms = p99(&mut during_ms);
     t.p99_after_ms = p99(&mut after_ms);
     t
+}
+
+/// Losses described in full when a run fails.
+const LOST_DETAILS: usize = 10;
+
+/// One loss and what its follower saw around it, times in ms relative to
+/// the loss's acknowledgement.
+fn describe_loss<'a>(
+    channel: usize,
+    seq: u64,
+    acked_at: u64,
+    seen: &[Seen],
+    acks: impl Iterator<Item = (&'a u64, &'a u64)>,
+) -> String {
+    let rel = |at: u64| (at as i64 - acked_at as i64) as f64 / 1000.0;
+    let around: Vec<String> = seen
+        .iter()
+        .filter_map(|s| match *s {
+            Seen::Message { seq: q, at_us, .. } if q + 3 >= seq && q <= seq + 3 => {
+                Some(format!("#{q}@{:+.1}ms", rel(at_us)))
+            }
+            Seen::Gap { at_us } if rel(at_us).abs() < 5000.0 => {
+                Some(format!("gap@{:+.1}ms", rel(at_us)))
+            }
+            _ => None,
+        })
+        .collect();
+    let first = seen.iter().find_map(|s| match *s {
+        Seen::Message { seq, at_us, .. } => Some(format!("#{seq}@{:+.1}ms", rel(at_us))),
+        Seen::Gap { .. } => None,
+    });
+    let acks: Vec<String> = acks
+        .filter(|(&q, _)| q + 3 >= seq && q <= seq + 3)
+        .map(|(q, &at)| format!("#{q}@{:+.1}ms", rel(at)))
+        .collect();
+    format!(
+        "channel c{channel} message #{seq}: follower's first {}, it got {}; acked {}",
+        first.unwrap_or_default(),
+        around.join(" "),
+        acks.join(" ")
+    )
 }
 
 fn p99(v: &mut [f64]) -> f64 {

@@ -162,6 +162,9 @@ impl Figures {
                 out.push(format!("{}: {n} {what}", self.name));
             }
         }
+        for loss in &t.lost_detail {
+            out.push(format!("{}: {loss}", self.name));
+        }
         if !self.alive {
             out.push(format!("{}: pollgate died", self.name));
         }
