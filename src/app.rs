@@ -60,6 +60,8 @@ struct Shared {
     services: poll::Services,
     /// Both listeners' caps: they know how many connections are open.
     listening: [Listening; 2],
+    /// GRIP item ids published lately, to drop repeats.
+    grip_ids: crate::grip::SeenIds,
 }
 
 impl Shared {
@@ -141,6 +143,7 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
             authorizer: Authorizer::default(),
         },
         active: ArcSwap::from_pointee(Active { config, clients }),
+        grip_ids: crate::grip::SeenIds::default(),
         listening: [public.clone(), webhook_listening.clone()],
     });
     let (reload_tx, reloads) = watch::channel(ReloadStats::default());
@@ -343,6 +346,7 @@ async fn webhook_request(shared: &Shared, req: Request<RequestBody>) -> Response
         metrics: &shared.services.metrics,
         shutdown: &shared.services.shutdown,
         connections: shared.connections(),
+        grip_ids: &shared.grip_ids,
     };
     webhook::handle(req, cx).await
 }

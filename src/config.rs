@@ -169,12 +169,21 @@ impl Config {
                 format!(" [{}]", names.join(","))
             });
             let target = match &route.action {
-                RouteAction::Proxy { upstream, timeout } => format!(
-                    "proxy -> {} ({}://{}, timeout {})",
+                RouteAction::Proxy {
+                    upstream,
+                    timeout,
+                    grip,
+                } => format!(
+                    "proxy -> {} ({}://{}, timeout {}){}",
                     upstream.name,
                     upstream.scheme,
                     upstream.authority,
-                    humantime::format_duration(*timeout)
+                    humantime::format_duration(*timeout),
+                    match grip {
+                        Some(g) if g.signer.is_some() => ", GRIP (signed)",
+                        Some(_) => ", GRIP",
+                        None => "",
+                    }
                 ),
                 RouteAction::Poll(_) => format!(
                     "long poll (default {}, max {})",

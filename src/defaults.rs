@@ -300,3 +300,48 @@ pub const LOG_QUEUE_LINES: usize = 4_096;
 
 /// The writer thread's stderr buffer: lines are written in batches of up to this.
 pub const LOG_BUFFER_BYTES: usize = 64 * 1024;
+
+/// GRIP (`grip:` routes): `Grip-Timeout` when the app gives none, and the
+/// least it may ask for; Pushpin's values, so apps written for it behave the
+/// same. Both are capped by `poll.max_timeout`.
+pub const GRIP_DEFAULT_TIMEOUT: Duration = Duration::from_secs(55);
+pub const GRIP_MIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// GRIP: `iss` of the `Grip-Sig` token when the route names none.
+pub const GRIP_SIG_ISS: &str = "pollgate";
+
+/// GRIP: how long a `Grip-Sig` token is valid after it is made.
+pub const GRIP_SIG_TTL: Duration = Duration::from_secs(3600);
+
+/// GRIP: longest a stream hold stays open (`grip.stream_max`); the client
+/// reconnects and the app answers it again, as after any ended stream.
+pub const GRIP_STREAM_MAX: Duration = Duration::from_secs(3600);
+
+/// GRIP: `Grip-Keep-Alive` timeout when the header names none (Pushpin's).
+pub const GRIP_KEEP_ALIVE: Duration = Duration::from_secs(55);
+
+/// GRIP: a request on a `grip:` route is kept (up to this many body bytes)
+/// so that it can be sent to the app again (`prev-id` catch-up, `hint`);
+/// a larger body is refused with 413: uploads belong on a route without `grip`.
+pub const GRIP_REQUEST_BODY_MAX: usize = 1024 * 1024;
+
+/// GRIP: largest instruction answer (headers' body, or the
+/// `application/grip-instruct` JSON) read from the app.
+pub const GRIP_INSTRUCT_BODY_MAX: usize = 1024 * 1024;
+
+/// GRIP: channels one hold may name.
+pub const GRIP_MAX_CHANNELS: usize = 32;
+
+/// GRIP: times one client request is sent to the app again (catch-up after
+/// a `prev-id` mismatch, or an item with `action: hint`) before the hold
+/// simply starts from where it is.
+pub const GRIP_MAX_RETRIES: usize = 2;
+
+/// GRIP: published items remembered by (channel, `id`) to drop duplicates
+/// (Pushpin's `id_cache_ttl`), and at most this many at once.
+pub const GRIP_ID_TTL: Duration = Duration::from_secs(60);
+pub const GRIP_ID_CACHE_MAX: usize = 100_000;
+
+/// GRIP: stream items waiting for a slow client before the stream stops
+/// reading the broker (the write deadline then closes a client that never reads).
+pub const GRIP_STREAM_QUEUE: usize = 16;

@@ -13,6 +13,8 @@
 //! - [`poll`]: holding long polls on the broker.
 //! - [`broker`]: channels, history by cursor, and wakeups.
 //! - [`webhook`]: publish, health and debug endpoints on the internal listener.
+//! - [`grip`]: GRIP, Pushpin's protocol: apps that answer with hold
+//!   instructions, and the EPCP items that release them.
 //! - [`tls`]: certificates, SNI, the TLS acceptor.
 //! - [`client`]: the client commands (`pollgate publish`, `tail`, `probe`).
 //! - [`answer`]: what every handler answers with (bodies, JSON, errors by
@@ -32,6 +34,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod defaults;
+pub mod grip;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -16,10 +16,10 @@ mod families;
 mod labels;
 
 use families::Inner;
-pub use labels::{ClientError, PollOutcome, ResultKind};
+pub use labels::{ClientError, GripMode, GripOutcome, PollOutcome, ResultKind};
 use labels::{
-    ClientErrorLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel, ResultLabel,
-    RouteLabel, UpstreamErrorLabel, UpstreamLabel,
+    ClientErrorLabel, GripLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel,
+    ResultLabel, RouteLabel, UpstreamErrorLabel, UpstreamLabel,
 };
 
 /// Shared metrics handle; cheap to clone.
@@ -229,6 +229,14 @@ impl Metrics {
         self.0
             .limit_refusals
             .get_or_create(&LimitLabel { limit })
+            .inc();
+    }
+
+    /// A GRIP hold ended.
+    pub fn grip_ended(&self, mode: GripMode, outcome: GripOutcome) {
+        self.0
+            .grip_holds
+            .get_or_create(&GripLabel { mode, outcome })
             .inc();
     }
 

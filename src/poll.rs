@@ -32,7 +32,7 @@ use conclude::{conclude, deliver, Ending, OutcomeGuard};
 
 pub use admit::{Admission, LimitError, Limits, Permit};
 pub use authorize::Authorizer;
-pub use identity::{BadClientId, ClientIdSource};
+pub use identity::{address_key, client_addr, BadClientId, ClientIdSource};
 pub use params::{ParamError, PollConfig, PollParams};
 
 /// What a poll handler needs from the running instance.

@@ -34,6 +34,8 @@ pub enum RouteAction {
     Proxy {
         upstream: Arc<Upstream>,
         timeout: Duration,
+        /// `grip:`: the app may answer with GRIP instructions.
+        grip: Option<Arc<crate::grip::GripRoute>>,
     },
     /// Hold on the broker: the rest of the path after the prefix is the channel.
     Poll(PollRoute),
@@ -218,6 +220,7 @@ mod tests {
         let action = RouteAction::Proxy {
             upstream: upstream(up),
             timeout: Duration::from_secs(1),
+            grip: None,
         };
         Route::new(prefix.into(), None, None, action)
     }

@@ -4,6 +4,7 @@
 //! routers, so a `POST /publish/...` on the public port is just another
 //! request for the route table.
 
+mod epcp;
 mod publish;
 mod status;
 
@@ -58,6 +59,8 @@ pub struct WebhookContext<'a> {
     pub shutdown: &'a tokio_util::sync::CancellationToken,
     /// Connections open now, by listener (for `/metrics`).
     pub connections: [(&'static str, usize); 2],
+    /// GRIP item ids published lately (EPCP drops repeats).
+    pub grip_ids: &'a crate::grip::SeenIds,
 }
 
 /// Errors of the webhook router itself.
@@ -147,7 +150,8 @@ enum Endpoint<'a> {
 impl<'a> Endpoint<'a> {
     fn of(path: &'a str) -> Option<Endpoint<'a>> {
         Some(match path {
-            "/publish" => Endpoint::Batch,
+            // With the slash: where GRIP libraries publish (EPCP).
+            "/publish" | "/publish/" => Endpoint::Batch,
             "/healthz" => Endpoint::Healthz,
             "/readyz" => Endpoint::Readyz,
             "/metrics" => Endpoint::Metrics,

@@ -9,6 +9,7 @@ use tracing::info;
 
 use super::{Active, Shared};
 use crate::answer::{self as h, Body, Fault, HttpError};
+use crate::grip::{self, GripContext, Served};
 use crate::poll::{self, PollContext};
 use crate::proxy::{self, Peer};
 use crate::routes::{NoRoute, Route, RouteAction};
@@ -121,7 +122,34 @@ where
         proto: if conn.tls { "https" } else { "http" },
     };
     let resp = match &route.action {
-        RouteAction::Proxy { upstream, timeout } => {
+        RouteAction::Proxy {
+            upstream,
+            timeout,
+            grip: Some(grip),
+        } => {
+            let cx = GripContext {
+                route: &route.name,
+                grip,
+                upstream,
+                timeout: *timeout,
+                caller: proxy::Caller {
+                    clients: &active.clients,
+                    peer,
+                    metrics: &shared.services.metrics,
+                    slot: conn.slot.clone(),
+                },
+                config: &active.config,
+                services: &shared.services,
+                queue: conn.queue.as_ref(),
+            };
+            // Pass-through answers count as proxied (in `grip`); held ones as GRIP holds.
+            match Box::pin(grip::serve(req, cx)).await {
+                Served::Passed(resp) | Served::Held(resp) => resp,
+            }
+        }
+        RouteAction::Proxy {
+            upstream, timeout, ..
+        } => {
             // Boxed: an idle held poll should not carry a proxy future's size.
             let forwarded = Box::pin(proxy::forward(
                 req,

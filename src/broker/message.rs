@@ -182,6 +182,9 @@ pub struct Message {
     /// The whole single-message answer, rendered once per publish, so a
     /// fan-out to N waiters costs N refcount bumps, not N serializations.
     pub single: Bytes,
+    /// What a transport reads out of `data` (GRIP's item), derived on first
+    /// use and shared by every waiter, like `single`.
+    pub derived: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Message {
@@ -210,6 +213,7 @@ impl Message {
             timestamp,
             data,
             single,
+            derived: std::sync::OnceLock::new(),
         }
     }
 }

@@ -110,6 +110,19 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     pub timeout: Option<Duration>,
     pub poll: Option<RawPollRoute>,
+    pub grip: Option<RawGrip>,
+}
+
+/// `grip:` on an upstream route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrip {
+    pub sig_key: Option<String>,
+    pub sig_key_env: Option<String>,
+    pub sig_iss: Option<String>,
+    pub default_timeout: Option<Duration>,
+    pub min_timeout: Option<Duration>,
+    pub stream_max: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -36,6 +36,36 @@ pub enum ClientError {
     rapid_reset,
 }
 
+/// A GRIP hold's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum GripMode {
+    response,
+    stream,
+}
+
+/// How a GRIP hold ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum GripOutcome {
+    /// A response hold answered with an item.
+    message,
+    /// A response hold's timeout passed: the app's own answer went out.
+    timeout,
+    /// The app was asked again (`prev-id` behind the channel, `hint`).
+    retry,
+    /// A stream ended by an item with `action: close`.
+    closed,
+    /// A stream reached `grip.stream_max`.
+    max_duration,
+    /// pollgate shut down.
+    shutdown,
+    /// The client went away (or stopped reading a stream).
+    client_gone,
+    /// Refused by a limit (429).
+    rejected_limit,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum ResultKind {
@@ -90,6 +120,12 @@ pub(super) struct ListenerLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct UpstreamLabel {
     pub(super) upstream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct GripLabel {
+    pub(super) mode: GripMode,
+    pub(super) outcome: GripOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

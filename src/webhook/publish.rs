@@ -38,6 +38,9 @@ pub enum PublishError {
     BatchShape(String),
     #[error("items is empty")]
     NoItems,
+    /// A GRIP (EPCP) item that is not valid.
+    #[error("{0}")]
+    Grip(String),
     #[error("broker unavailable")]
     Broker(#[from] BrokerError),
 }
@@ -53,6 +56,7 @@ impl HttpError for PublishError {
             | PublishError::ClientBody(_)
             | PublishError::Body(_)
             | PublishError::BatchShape(_)
+            | PublishError::Grip(_)
             | PublishError::NoItems => StatusCode::BAD_REQUEST,
         }
     }
@@ -67,6 +71,7 @@ impl HttpError for PublishError {
             | PublishError::ClientBody(_)
             | PublishError::Body(_)
             | PublishError::BatchShape(_)
+            | PublishError::Grip(_)
             | PublishError::NoItems => Fault::Client,
         }
     }
@@ -114,11 +119,28 @@ struct BatchItem {
     data: serde_json::Value,
 }
 
+/// `POST /publish`: pollgate's own batch, or (items with formats instead
+/// of `data`) a GRIP publish as Pushpin takes it.
 pub(super) async fn batch(req: Request<RequestBody>, cx: &WebhookContext<'_>) -> Response<Body> {
+    let accept = super::epcp::Reply::for_accept(req.headers());
+    let body = match read_body(req, cx.config.webhook.max_body).await {
+        Ok(body) => body,
+        Err(e) => return respond(Err(e), cx, |_| String::new()),
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return respond(Err(PublishError::BatchShape(e.to_string())), cx, |_| {
+                String::new()
+            })
+        }
+    };
+    if super::epcp::is_grip(&value) {
+        return super::epcp::publish(&value, accept, cx).await;
+    }
     let result = async {
-        let body = read_body(req, cx.config.webhook.max_body).await?;
         let parsed: BatchBody =
-            serde_json::from_slice(&body).map_err(|e| PublishError::BatchShape(e.to_string()))?;
+            serde_json::from_value(value).map_err(|e| PublishError::BatchShape(e.to_string()))?;
         if parsed.items.is_empty() {
             return Err(PublishError::NoItems);
         }
@@ -157,7 +179,7 @@ pub(super) async fn batch(req: Request<RequestBody>, cx: &WebhookContext<'_>) ->
     })
 }
 
-fn respond(
+pub(super) fn respond(
     result: Result<Vec<Published>, PublishError>,
     cx: &WebhookContext<'_>,
     render: impl FnOnce(&[Published]) -> String,

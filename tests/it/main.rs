@@ -15,6 +15,7 @@ mod check_cli;
 mod cli;
 mod deadlines;
 mod deploy;
+mod grip;
 mod http1;
 mod js_client;
 mod limits;

@@ -8,9 +8,10 @@ use std::time::Duration;
 use http::uri::{Scheme, Uri};
 use http::Method;
 
-use super::super::raw::{RawAuthorize, RawCors, RawRoute, RawUpstream};
+use super::super::raw::{RawAuthorize, RawCors, RawGrip, RawRoute, RawUpstream};
 use super::Validator;
 use crate::defaults;
+use crate::grip::{GripRoute, Signer};
 use crate::routes::{Authorize, Cors, PollRoute, Route, RouteAction, RouteTable, Upstream};
 
 /// Upstreams by name; `None` for one the file declares but that has an
@@ -201,12 +202,24 @@ impl Validator {
                 let timeout = r.timeout.map_or(defaults::ROUTE_TIMEOUT, |d| d.0);
                 self.positive(&format!("{path}.timeout"), timeout);
                 // Declared but broken: its own error says why.
+                let grip = r
+                    .grip
+                    .as_ref()
+                    .and_then(|g| self.grip(&format!("{path}.grip"), g))
+                    .map(Arc::new);
                 let upstream = upstream.clone()?;
-                Some(RouteAction::Proxy { upstream, timeout })
+                Some(RouteAction::Proxy {
+                    upstream,
+                    timeout,
+                    grip,
+                })
             }
             (None, Some(poll)) => {
                 if r.timeout.is_some() {
                     self.fail(&format!("{path}.timeout"), "applies to upstream routes only; poll holds are set by poll.default_timeout / poll.max_timeout");
+                }
+                if r.grip.is_some() {
+                    self.fail(&format!("{path}.grip"), "applies to upstream routes only: GRIP holds are asked for by the app's answers");
                 }
                 let cors = poll
                     .cors
@@ -241,6 +254,67 @@ impl Validator {
                 None
             }
         }
+    }
+
+    fn grip(&mut self, path: &str, raw: &RawGrip) -> Option<GripRoute> {
+        let key = match (&raw.sig_key, &raw.sig_key_env) {
+            (Some(_), Some(_)) => {
+                self.fail(
+                    &format!("{path}.sig_key"),
+                    "set either sig_key or sig_key_env, not both",
+                );
+                return None;
+            }
+            (Some(key), None) if key.is_empty() => {
+                self.fail(&format!("{path}.sig_key"), "is empty");
+                return None;
+            }
+            (Some(key), None) => Some(key.clone()),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(key) if !key.is_empty() => Some(key),
+                _ => {
+                    self.fail(
+                        &format!("{path}.sig_key_env"),
+                        format!("environment variable {var:?} is not set (or empty)"),
+                    );
+                    return None;
+                }
+            },
+            (None, None) => None,
+        };
+        if raw.sig_iss.is_some() && key.is_none() {
+            self.fail(
+                &format!("{path}.sig_iss"),
+                "names the issuer of Grip-Sig, which needs sig_key or sig_key_env",
+            );
+        }
+        let signer = key.map(|key| {
+            let iss = raw.sig_iss.clone();
+            Signer::new(
+                key.as_bytes(),
+                iss.unwrap_or_else(|| defaults::GRIP_SIG_ISS.to_owned()),
+            )
+        });
+        let default_timeout = raw
+            .default_timeout
+            .map_or(defaults::GRIP_DEFAULT_TIMEOUT, |d| d.0);
+        let min_timeout = raw.min_timeout.map_or(defaults::GRIP_MIN_TIMEOUT, |d| d.0);
+        let stream_max = raw.stream_max.map_or(defaults::GRIP_STREAM_MAX, |d| d.0);
+        self.positive(&format!("{path}.default_timeout"), default_timeout);
+        self.positive(&format!("{path}.min_timeout"), min_timeout);
+        self.positive(&format!("{path}.stream_max"), stream_max);
+        if min_timeout > default_timeout {
+            self.fail(
+                &format!("{path}.min_timeout"),
+                "must not be above default_timeout",
+            );
+        }
+        Some(GripRoute {
+            signer,
+            default_timeout,
+            min_timeout,
+            stream_max,
+        })
     }
 
     fn authorize(

@@ -183,3 +183,63 @@ fn a_bad_list_item_hides_neither_its_neighbours_errors_nor_adds_false_ones() {
         "{e:?}"
     );
 }
+
+#[test]
+fn grip_routes_are_checked_key_by_key() {
+    let head = "listen: \"127.0.0.1:0\"\nwebhook: { listen: \"127.0.0.1:0\" }\nupstreams:\n  app: { url: \"http://127.0.0.1:3000\" }\nroutes:\n";
+    let c = from_yaml(&format!(
+        "{head}  - {{ prefix: /, upstream: app, grip: {{ sig_key: k, sig_iss: me, default_timeout: 20s }} }}\n"
+    ))
+    .unwrap();
+    let route = c.routes.iter().next().unwrap();
+    let crate::routes::RouteAction::Proxy { grip: Some(g), .. } = &route.action else {
+        panic!("not a GRIP route");
+    };
+    assert!(g.signer.is_some());
+    assert_eq!(
+        (g.default_timeout, g.min_timeout, g.stream_max),
+        (
+            std::time::Duration::from_secs(20),
+            defaults::GRIP_MIN_TIMEOUT,
+            defaults::GRIP_STREAM_MAX
+        )
+    );
+    for (route, path, says) in [
+        (
+            "{ prefix: /p/, poll: {}, grip: {} }",
+            "routes[0].grip",
+            "upstream routes only",
+        ),
+        (
+            "{ prefix: /, upstream: app, grip: { sig_key: a, sig_key_env: B } }",
+            "routes[0].grip.sig_key",
+            "not both",
+        ),
+        (
+            "{ prefix: /, upstream: app, grip: { sig_key_env: POLLGATE_SURELY_UNSET_VAR } }",
+            "routes[0].grip.sig_key_env",
+            "not set",
+        ),
+        (
+            "{ prefix: /, upstream: app, grip: { sig_iss: me } }",
+            "routes[0].grip.sig_iss",
+            "needs sig_key",
+        ),
+        (
+            "{ prefix: /, upstream: app, grip: { min_timeout: 9s, default_timeout: 5s } }",
+            "routes[0].grip.min_timeout",
+            "default_timeout",
+        ),
+        (
+            "{ prefix: /, upstream: app, grip: { hold: forever } }",
+            "routes[0].grip",
+            "hold",
+        ),
+    ] {
+        let e = errors(&format!("{head}  - {route}\n"));
+        assert!(
+            e.iter().any(|e| e.contains(path) && e.contains(says)),
+            "{route}: {e:?}"
+        );
+    }
+}

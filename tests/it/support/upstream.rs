@@ -6,7 +6,8 @@
 //! - `/upload`: streams the body in, answers `{"bytes": n}`;
 //! - `/download?bytes=N`: streams N bytes out;
 //! - `/stall`: sends its head and 100 bytes of body, then nothing, ever;
-//! - `/ws` with `Upgrade`: switches protocols and echoes bytes.
+//! - `/ws` with `Upgrade`: switches protocols and echoes bytes;
+//! - `/instruct?h=Name:Value&body=...`: answers with those headers and body.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -182,6 +183,21 @@ async fn handle(
             .body(full(""))
             .unwrap();
         return Ok(resp);
+    }
+    if path == "/instruct" {
+        // Answers with the headers (`h=Name:Value`, repeatable) and body
+        // (`body=`) the query names: GRIP instructions written by hand, for
+        // the mistakes no GRIP library makes.
+        let mut resp = Response::builder();
+        let mut body = String::new();
+        for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+            match (k.as_ref(), v.split_once(':')) {
+                ("h", Some((name, value))) => resp = resp.header(name, value.trim()),
+                ("body", _) => body = v.into_owned(),
+                _ => {}
+            }
+        }
+        return Ok(resp.body(full(body)).unwrap());
     }
     if let Some(kind) = path.strip_prefix("/auth/") {
         // Authorization checks: the session cookie decides.
