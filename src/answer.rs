@@ -4,9 +4,11 @@
 //!
 //! (Named `answer`, not `http`, so that `http` always means the crate.)
 
+mod chunks;
 mod frames;
 mod queue;
 
+pub use chunks::{chunks, BodyGone, ChunkSender, Chunks};
 pub use frames::Frames;
 pub use queue::{QueueClosed, SendQueue};
 

@@ -125,6 +125,18 @@ impl Broker {
         }
     }
 
+    /// The clock that stamps messages (Redis's, for the Redis broker): a
+    /// cursor taken from it is exact whatever this host's clock says.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the back end cannot be reached.
+    pub async fn now(&self) -> Result<Timestamp, BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(Timestamp::now()),
+            Broker::Redis(r) => Box::pin(r.now()).await,
+        }
+    }
+
     /// Registers a waiter on `channel` (creating the channel). Local on both
     /// back ends (Redis waiters share the instance's one notification
     /// connection), so it never waits and never fails.

@@ -317,8 +317,16 @@ pub const GRIP_SIG_TTL: Duration = Duration::from_secs(3600);
 /// reconnects and the app answers it again, as after any ended stream.
 pub const GRIP_STREAM_MAX: Duration = Duration::from_secs(3600);
 
-/// GRIP: `Grip-Keep-Alive` timeout when the header names none (Pushpin's).
+/// GRIP: `Grip-Keep-Alive` timeout when the header names none (Pushpin's),
+/// and the most data one keep-alive may carry.
 pub const GRIP_KEEP_ALIVE: Duration = Duration::from_secs(55);
+pub const GRIP_KEEP_ALIVE_MAX_BYTES: usize = 64 * 1024;
+
+/// GRIP: the longest an item `id` may be (dedup keeps ids in memory).
+pub const GRIP_ID_MAX: usize = 256;
+
+/// GRIP: the longest `grip.stream_max` a config may set.
+pub const GRIP_STREAM_MAX_LIMIT: Duration = Duration::from_secs(7 * 86_400);
 
 /// GRIP: a request on a `grip:` route is kept (up to this many body bytes)
 /// so that it can be sent to the app again (`prev-id` catch-up, `hint`);

@@ -91,10 +91,16 @@ pub enum GripError {
     BodyRead,
     #[error(transparent)]
     Proxy(#[from] ProxyError),
-    /// The app's instructions were not usable. The client is not told which
-    /// app; the log has the details.
-    #[error("the app's GRIP instructions are invalid: {0}")]
+    /// The app's instructions were not usable. The client is not told why
+    /// (channel names, the app's mistakes): the log has the details.
+    #[error("the app's GRIP instructions are invalid")]
     Instruct(String),
+    /// The app's answer carrying instructions did not finish in time.
+    #[error("the app did not finish its answer within {}", humantime::format_duration(*.0))]
+    InstructTimeout(Duration),
+    /// Its body broke off (already counted by the upstream body).
+    #[error("the app's answer could not be read")]
+    InstructBroken,
 }
 
 impl HttpError for GripError {
@@ -103,7 +109,8 @@ impl HttpError for GripError {
             GripError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GripError::ClientBody(_) | GripError::BodyRead => StatusCode::BAD_REQUEST,
             GripError::Proxy(e) => e.status(),
-            GripError::Instruct(_) => StatusCode::BAD_GATEWAY,
+            GripError::Instruct(_) | GripError::InstructBroken => StatusCode::BAD_GATEWAY,
+            GripError::InstructTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -113,7 +120,9 @@ impl HttpError for GripError {
                 Fault::Client
             }
             GripError::Proxy(e) => e.fault(),
-            GripError::Instruct(_) => Fault::Upstream,
+            GripError::Instruct(_) | GripError::InstructTimeout(_) | GripError::InstructBroken => {
+                Fault::Upstream
+            }
         }
     }
 }
@@ -135,34 +144,51 @@ where
         .await;
         return Served::Passed(forwarded.unwrap_or_else(|e| failed(GripError::Proxy(e), &cx)));
     }
-    // Items published from here on are ones the app's answer may not cover.
-    let asked_at = Timestamp::now();
+    // Items published from here on are ones the app's answer may not cover
+    // (read from the clock that stamps them: Redis's, with Redis).
+    let asked_at = match cx.services.broker.now().await {
+        Ok(now) => now,
+        Err(_) => {
+            cx.services.metrics.broker_error();
+            Timestamp::now()
+        }
+    };
     let (head, body) = req.into_parts();
     let addr = crate::poll::client_addr(
         cx.caller.peer.addr.ip(),
         &head.headers,
         &cx.config.trusted_proxies,
     );
-    let body = match read_request(h::stream(body)).await {
+    let body = match read_request(&head.headers, h::stream(body)).await {
         Ok(body) => body,
         Err(e) => return Served::Passed(failed(e, &cx)),
     };
-    let mut request = Resend::new(head, body, cx.grip);
+    let mut resend = Resend::new(head, body, cx.grip);
+    let mut request = hold::Request {
+        asked_at,
+        addr,
+        may_retry: true,
+        held_since: None,
+    };
     let mut attempt = 0;
     loop {
-        let answered = ask(&request, &cx).await;
+        let answered = ask(&resend, &cx).await;
         let hold = match answered {
             Ok(Asked::Pass(resp)) => return Served::Passed(resp),
             Ok(Asked::Hold(hold)) => hold,
             Err(e) => return Served::Passed(failed(e, &cx)),
         };
-        let may_retry = attempt < GRIP_MAX_RETRIES;
-        match hold::run(hold, asked_at, addr, may_retry, &cx).await {
+        request.may_retry = attempt < GRIP_MAX_RETRIES;
+        match hold::run(hold, &mut request, &cx).await {
             hold::Ran::Answered(resp) => return Served::Held(resp),
             hold::Ran::Refused(resp) => return Served::Passed(resp),
-            hold::Ran::AskAgain(last) => {
+            hold::Ran::AskAgain { last, after } => {
                 attempt += 1;
-                request.last = last;
+                resend.last = last;
+                // A hint is behind the next answer: do not find it again.
+                if let Some(after) = after {
+                    request.asked_at = request.asked_at.max(after);
+                }
             }
         }
     }
@@ -183,7 +209,8 @@ fn failed(e: GripError, cx: &GripContext<'_>) -> Response<Body> {
             metrics.upstream_error(&cx.upstream.name, "grip_instruct");
             tracing::warn!(upstream = %cx.upstream.name, error = %why, "invalid GRIP instructions");
         }
-        GripError::BodyTooLarge | GripError::BodyRead => {}
+        GripError::InstructTimeout(_) => metrics.upstream_error(&cx.upstream.name, "timeout"),
+        GripError::BodyTooLarge | GripError::BodyRead | GripError::InstructBroken => {}
     }
     h::error_response(&e)
 }
@@ -202,6 +229,11 @@ struct Resend {
 impl Resend {
     fn new(head: http::request::Parts, body: Bytes, grip: &GripRoute) -> Resend {
         let mut headers = head.headers;
+        // A held answer is sent as the app made it, with items appended or
+        // put in its place: a compressed one could not be (the client's
+        // `Accept-Encoding` is not passed on; answers on a `grip:` route
+        // travel uncompressed from the app).
+        headers.remove(http::header::ACCEPT_ENCODING);
         // Only pollgate speaks GRIP to the app: a client cannot forge it.
         let client_grip: Vec<HeaderName> = headers
             .keys()
@@ -249,7 +281,6 @@ enum Asked {
 
 /// Sends the request to the app and reads its instructions, if any.
 async fn ask(request: &Resend, cx: &GripContext<'_>) -> Result<Asked, GripError> {
-    let started = tokio::time::Instant::now();
     let resp = Box::pin(proxy::forward(
         request.build(),
         cx.caller.clone(),
@@ -268,26 +299,30 @@ async fn ask(request: &Resend, cx: &GripContext<'_>) -> Result<Asked, GripError>
         for name in grip {
             parts.headers.remove(name);
         }
-        cx.services.metrics.proxied(
-            cx.route,
-            parts.status.as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
         return Ok(Asked::Pass(Response::from_parts(parts, body)));
     }
     let (parts, body) = resp.into_parts();
-    let body = match collect(h::stream(body), GRIP_INSTRUCT_BODY_MAX).await {
-        Ok(bytes) => bytes,
-        Err(Collect::TooLarge) => {
+    let encoded = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(GripError::Instruct(
+            "a held answer must not be compressed (Content-Encoding)".into(),
+        ));
+    }
+    // The route timeout bounds the whole read, not only each pause in it:
+    // an app that trickles its answer cannot hold the request for ever.
+    let read = tokio::time::timeout(cx.timeout, collect(h::stream(body), GRIP_INSTRUCT_BODY_MAX));
+    let body = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(Collect::TooLarge)) => {
             return Err(GripError::Instruct(format!(
                 "the answer's body is larger than {GRIP_INSTRUCT_BODY_MAX} bytes"
             )))
         }
-        Err(Collect::Failed(_)) => {
-            return Err(GripError::Instruct(
-                "the answer's body could not be read".into(),
-            ))
-        }
+        Ok(Err(Collect::Failed(_))) => return Err(GripError::InstructBroken),
+        Err(_) => return Err(GripError::InstructTimeout(cx.timeout)),
     };
     match instruct::parse(parts.status, &parts.headers, body) {
         Ok(instruct::Instruction::Hold(hold)) => Ok(Asked::Hold(hold)),
@@ -298,8 +333,16 @@ async fn ask(request: &Resend, cx: &GripContext<'_>) -> Result<Asked, GripError>
     }
 }
 
-/// Reads a request body whole, up to `GRIP_REQUEST_BODY_MAX`.
-async fn read_request(body: Body) -> Result<Bytes, GripError> {
+/// Reads a request body whole, up to `GRIP_REQUEST_BODY_MAX` (refused at
+/// once when `Content-Length` already says more).
+async fn read_request(headers: &HeaderMap, body: Body) -> Result<Bytes, GripError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > GRIP_REQUEST_BODY_MAX as u64) {
+        return Err(GripError::BodyTooLarge);
+    }
     match collect(body, GRIP_REQUEST_BODY_MAX).await {
         Ok(bytes) => Ok(bytes),
         Err(Collect::TooLarge) => Err(GripError::BodyTooLarge),

@@ -75,6 +75,8 @@ impl Shared {
 #[derive(Default)]
 struct Cursor {
     since: Option<String>,
+    /// GRIP: the last `seq` received, sent as `last=` (the backend names it as `prev-id`).
+    last: Option<String>,
     last_modified: Option<HeaderValue>,
     etag: Option<HeaderValue>,
 }
@@ -141,6 +143,11 @@ pub async fn waiter(
                         cursor.etag = Some(v.clone());
                     }
                 }
+                CursorKind::Grip => {
+                    if let Some(seq) = token_after(&body, b"\"seq\":") {
+                        cursor.last = Some(seq.to_owned());
+                    }
+                }
                 CursorKind::None => {}
             }
             if let (Some(seq), Some(ts)) = (
@@ -188,9 +195,14 @@ async fn connect(src: Ipv4Addr, uri: &Uri) -> Result<http1::SendRequest<Empty<By
 
 fn poll_request(uri: &Uri, cursor: &Cursor) -> Request<Empty<Bytes>> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = match &cursor.since {
-        Some(since) if path.contains('?') => format!("{path}&since={since}"),
-        Some(since) => format!("{path}?since={since}"),
+    let param = match (&cursor.since, &cursor.last) {
+        (Some(since), _) => Some(format!("since={since}")),
+        (None, Some(last)) => Some(format!("last={last}")),
+        (None, None) => None,
+    };
+    let target = match param {
+        Some(p) if path.contains('?') => format!("{path}&{p}"),
+        Some(p) => format!("{path}?{p}"),
         None => path.to_owned(),
     };
     let mut req = Request::new(Empty::new());

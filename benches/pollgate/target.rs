@@ -21,6 +21,9 @@ pub enum CursorKind {
     Pollgate,
     /// Nchan: `Last-Modified` / `Etag` go back as `If-Modified-Since` / `If-None-Match`.
     Nchan,
+    /// GRIP: the last `seq` received goes back as `last=`; the backend holds
+    /// with `Grip-Channel: CHANNEL; prev-id=SEQ` (items carry `id` = seq).
+    Grip,
     /// No cursor: a message published between two polls is missed.
     None,
 }
@@ -100,12 +103,30 @@ impl Target {
         let (child, public, webhook) =
             tokio::task::spawn_blocking(move || common::spawn_pollgate(&config, |_| false))
                 .await??;
+        // `pollgate-grip`: the GRIP backend Pushpin is measured with, behind
+        // a `grip:` route, publishing EPCP items.
+        let grip = args.target.starts_with("pollgate-grip");
+        let (poll_url, pub_url, pub_body, cursor) = if grip {
+            (
+                format!("http://{public}/poll/{{channel}}"),
+                format!("http://{webhook}/publish/"),
+                GRIP_PUB_BODY.to_owned(),
+                CursorKind::Grip,
+            )
+        } else {
+            (
+                format!("http://{public}/api/poll/{{channel}}?timeout=55"),
+                format!("http://{webhook}/publish/{{channel}}"),
+                args.pub_body.clone(),
+                CursorKind::Pollgate,
+            )
+        };
         Ok(Target {
             name: args.target.clone(),
-            poll_url: format!("http://{public}/api/poll/{{channel}}?timeout=55"),
-            pub_url: format!("http://{webhook}/publish/{{channel}}"),
-            pub_body: args.pub_body.clone(),
-            cursor: CursorKind::Pollgate,
+            poll_url,
+            pub_url,
+            pub_body,
+            cursor,
             pids: vec![child.id()],
             proxy_url: Some(format!("http://{public}/")),
             backend_url: Some(format!("http://{backend}/")),
@@ -136,6 +157,10 @@ impl Drop for Target {
     }
 }
 
+/// An EPCP item whose `http-response` body is the message the load tool
+/// reads, with `id` = seq so that a backend can name it as `prev-id`.
+pub const GRIP_PUB_BODY: &str = r#"{"items":[{"channel":"{channel}","id":"{seq}","formats":{"http-response":{"body":"{\"seq\":{seq},\"ts\":{ts}}\n"}}}]}"#;
+
 /// Large limits: the load tool holds tens of thousands of polls from four
 /// addresses, up to this machine's open-file limit (so the connection cap
 /// is lifted to it too: the load tool needs no reserve for the webhook).
@@ -148,6 +173,7 @@ upstreams:
   backend: {{ url: "http://{backend}", connect_timeout: 2s }}
 routes:
   - {{ prefix: /api/poll/, poll: {{}} }}
+  - {{ prefix: /poll/, upstream: backend, timeout: 30s, grip: {{}} }}
   - {{ prefix: /, upstream: backend, timeout: 30s }}
 poll: {{ max_timeout: 120s }}
 limits: {{ max_per_client: 1000000, max_per_address: 1000000, max_per_channel: 1000000, max_total: 1000000 }}
@@ -182,7 +208,8 @@ pub async fn serve_backend(listen: SocketAddr) -> Result<()> {
 
 /// The backend, on a thread and runtime of its own so the load tool's work
 /// does not slow it: "ok\n" for every GET, and for `/poll/{channel}` the GRIP
-/// answer that makes Pushpin hold the request on that channel.
+/// answer that makes Pushpin (or pollgate's `grip:` route) hold the request
+/// on that channel, after the item `?last=` names when there is one.
 async fn spawn_backend(listen: SocketAddr) -> Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
@@ -203,7 +230,7 @@ async fn spawn_backend(listen: SocketAddr) -> Result<SocketAddr> {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         |req: Request<hyper::body::Incoming>| async move {
-                            Ok::<_, Infallible>(backend_answer(req.uri().path()))
+                            Ok::<_, Infallible>(backend_answer(req.uri()))
                         },
                     );
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -216,14 +243,22 @@ async fn spawn_backend(listen: SocketAddr) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-fn backend_answer(path: &str) -> Response<Full<Bytes>> {
+fn backend_answer(uri: &http::Uri) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
-    if let Some(channel) = path.strip_prefix("/poll/").filter(|c| !c.is_empty()) {
+    if let Some(channel) = uri.path().strip_prefix("/poll/").filter(|c| !c.is_empty()) {
+        // `last=SEQ`: the client has seen item SEQ; say so as `prev-id`.
+        let last = uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("last=")));
+        let channel = match last {
+            Some(last) => format!("{channel}; prev-id={last}"),
+            None => channel.to_owned(),
+        };
         *resp.body_mut() = Full::new(Bytes::from_static(b"{\"status\":\"timeout\"}\n"));
         let headers = resp.headers_mut();
         headers.insert("grip-hold", http::HeaderValue::from_static("response"));
         headers.insert("grip-timeout", http::HeaderValue::from_static("55"));
-        if let Ok(v) = http::HeaderValue::from_str(channel) {
+        if let Ok(v) = http::HeaderValue::from_str(&channel) {
             headers.insert("grip-channel", v);
         }
     }

@@ -142,9 +142,16 @@ where
                 services: &shared.services,
                 queue: conn.queue.as_ref(),
             };
-            // Pass-through answers count as proxied (in `grip`); held ones as GRIP holds.
+            // Answers that pass straight through count as proxied; held
+            // ones as GRIP holds (their time is the hold's, not the app's).
             match Box::pin(grip::serve(req, cx)).await {
-                Served::Passed(resp) | Served::Held(resp) => resp,
+                Served::Passed(resp) => {
+                    let head = started.elapsed().as_secs_f64();
+                    let metrics = &shared.services.metrics;
+                    metrics.proxied(&route.name, resp.status().as_u16(), head);
+                    resp
+                }
+                Served::Held(resp) => resp,
             }
         }
         RouteAction::Proxy {

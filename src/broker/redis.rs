@@ -45,6 +45,7 @@ const COMMON: &str = include_str!("redis/common.lua");
 const PUBLISH: &str = include_str!("redis/publish.lua");
 const READ: &str = include_str!("redis/read.lua");
 const TIMEOUT_MARK: &str = include_str!("redis/timeout_mark.lua");
+const CLOCK: &str = include_str!("redis/clock.lua");
 
 /// Connection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,7 @@ struct Scripts {
     publish: Script,
     read: Script,
     timeout_mark: Script,
+    clock: Script,
 }
 
 struct Slot {
@@ -103,6 +105,7 @@ impl RedisBroker {
                 publish: Script::new(&format!("{COMMON}{PUBLISH}")),
                 read: Script::new(&format!("{COMMON}{READ}")),
                 timeout_mark: Script::new(&format!("{COMMON}{TIMEOUT_MARK}")),
+                clock: Script::new(&format!("{COMMON}{CLOCK}")),
             },
             slots: Sharded::new(),
             relays,
@@ -157,6 +160,14 @@ impl RedisBroker {
                 Err(BrokerError::Unavailable)
             }
         }
+    }
+
+    /// Redis's clock: the one that stamps messages.
+    pub async fn now(&self) -> Result<Timestamp, BrokerError> {
+        let us: String = self.invoke(self.scripts.clock.prepare_invoke()).await?;
+        us.parse()
+            .map(Timestamp)
+            .map_err(|_| BrokerError::Unavailable)
     }
 
     fn ttl_secs(buffer: BufferConfig) -> u64 {

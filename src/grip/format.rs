@@ -116,7 +116,26 @@ fn content(obj: &Map<String, Value>, text: &str, bin: &str) -> Result<Bytes, For
     }
 }
 
-/// `{"Name": "value"}` or `[["Name", "value"], ...]` (repeatable names).
+/// Headers that describe one hop's framing, not the answer: pollgate frames
+/// what it sends itself, so any of these from the app or a publisher is
+/// dropped (a `Transfer-Encoding` in an HTTP/2 answer would break it).
+pub fn is_framing(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "content-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+/// `{"Name": "value"}` or `[["Name", "value"], ...]` (repeatable names);
+/// framing headers and `Grip-*` are dropped.
 pub fn headers(value: Option<&Value>) -> Result<HeaderMap, FormatError> {
     let mut out = HeaderMap::new();
     let mut add = |name: &str, value: &Value| -> Result<(), FormatError> {
@@ -127,7 +146,9 @@ pub fn headers(value: Option<&Value>) -> Result<HeaderMap, FormatError> {
             .map_err(|_| bad(format!("{name:?} is not a header name")))?;
         let value = HeaderValue::from_str(value)
             .map_err(|_| bad(format!("header {name} has a value that cannot be sent")))?;
-        out.append(name, value);
+        if !is_framing(&name) && !name.as_str().starts_with("grip-") {
+            out.append(name, value);
+        }
         Ok(())
     };
     match value {
@@ -187,6 +208,17 @@ mod tests {
             let e = ResponseSpec::parse(&value).unwrap_err();
             assert!(e.0.contains(says), "{value}: {e}");
         }
+    }
+
+    #[test]
+    fn framing_and_grip_headers_from_a_publisher_are_dropped() {
+        let r = ResponseSpec::parse(&json!({"headers": {
+            "Transfer-Encoding": "chunked", "Connection": "close", "Content-Length": "9",
+            "Grip-Hold": "response", "X-Kept": "1"
+        }, "body": "x"}))
+        .unwrap();
+        let names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
     }
 
     #[test]

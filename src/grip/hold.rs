@@ -1,6 +1,6 @@
-//! Holding a request on GRIP channels: where each channel's hold starts
-//! (`prev-id` against the buffer), the limits, and the response hold's wait.
-//! Stream holds are handed to `stream` once started.
+//! Holding a request on GRIP channels: its place under the limits, where
+//! each channel's hold starts (`prev-id` against the buffer), and the
+//! response hold's wait. Stream holds are handed to `stream` once started.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::select_all;
 use http::Response;
+use tokio::time::Instant;
 
 use super::instruct::{Hold, Mode};
 use super::item::{Delivery, Item};
@@ -23,8 +24,24 @@ pub enum Ran {
     Answered(Response<Body>),
     /// Not held: refused by a limit.
     Refused(Response<Body>),
-    /// Ask the app again, with these `Grip-Last` values.
-    AskAgain(Vec<(ChannelName, String)>),
+    /// Ask the app again, with these `Grip-Last` values; items up to
+    /// `after` (a hint) are behind the new answer.
+    AskAgain {
+        last: Vec<(ChannelName, String)>,
+        after: Option<Timestamp>,
+    },
+}
+
+/// One client request's holds, across the times the app is asked.
+pub struct Request {
+    /// The broker's clock when the app was first asked: an item published
+    /// after it may be one the app's answer does not cover.
+    pub asked_at: Timestamp,
+    pub addr: IpAddr,
+    pub may_retry: bool,
+    /// When the first hold began: every hold of this request ends by its
+    /// timeout counted from there (asking again never extends it).
+    pub held_since: Option<Instant>,
 }
 
 /// A hold's place under the limits and in the held gauge. The gauge's
@@ -62,20 +79,24 @@ impl Drop for Outcome {
     }
 }
 
-/// Holds the request as `hold` says. `asked_at`: when the app was first
-/// asked; an item published after it may be one its answer does not cover.
-pub async fn run(
-    hold: Hold,
-    asked_at: Timestamp,
-    addr: IpAddr,
-    may_retry: bool,
-    cx: &GripContext<'_>,
-) -> Ran {
+/// Holds the request as `hold` says.
+pub async fn run(hold: Hold, request: &mut Request, cx: &GripContext<'_>) -> Ran {
     let mode = match hold.mode {
         Mode::Response => GripMode::response,
         Mode::Stream => GripMode::stream,
     };
     let metrics = &cx.services.metrics;
+    // Limits first: a refused request costs no buffer reads.
+    let slot = match admit(&hold.channels[0].name, request.addr, cx) {
+        Ok(slot) => slot,
+        Err(e) => {
+            Outcome::new(metrics, mode).set(GripOutcome::rejected_limit);
+            if let PollError::Limit(limit) = &e {
+                metrics.limit_refused(limit.label());
+            }
+            return Ran::Refused(h::error_response(&e));
+        }
+    };
     let buffer = cx.config.buffer;
     let subs: Vec<Subscription> = hold
         .channels
@@ -86,34 +107,30 @@ pub async fn run(
     let mut behind = false;
     for (channel, sub) in hold.channels.iter().zip(&subs) {
         let start = match &channel.prev_id {
-            None => Start::At(asked_at),
-            Some(prev) => start_after(sub, prev, asked_at, buffer, metrics).await,
+            None => Start::At(request.asked_at),
+            Some(prev) => start_after(sub, prev, request.asked_at, buffer, metrics).await,
         };
         match start {
             Start::At(ts) => cursors.push(Cursor::After(ts)),
             Start::Behind => {
                 behind = true;
-                cursors.push(Cursor::After(asked_at));
+                cursors.push(Cursor::After(request.asked_at));
             }
         }
     }
-    if behind && may_retry {
+    if behind && request.may_retry {
         Outcome::new(metrics, mode).set(GripOutcome::retry);
-        return Ran::AskAgain(last_ids(&hold));
+        return Ran::AskAgain {
+            last: last_ids(&hold),
+            after: None,
+        };
     }
-    let slot = match admit(&hold.channels[0].name, addr, cx) {
-        Ok(slot) => slot,
-        Err(e) => {
-            Outcome::new(metrics, mode).set(GripOutcome::rejected_limit);
-            if let PollError::Limit(limit) = &e {
-                metrics.limit_refused(limit.label());
-            }
-            return Ran::Refused(h::error_response(&e));
-        }
-    };
     match hold.mode {
         Mode::Stream => Ran::Answered(stream::start(hold, subs, cursors, slot, cx)),
-        Mode::Response => wait(hold, subs, cursors, slot, may_retry, cx).await,
+        Mode::Response => {
+            let since = *request.held_since.get_or_insert_with(Instant::now);
+            wait(hold, subs, cursors, slot, since, request.may_retry, cx).await
+        }
     }
 }
 
@@ -121,8 +138,8 @@ pub async fn run(
 enum Start {
     /// After this timestamp.
     At(Timestamp),
-    /// The channel has items after `prev-id` that the buffer no longer
-    /// has, or ids that do not include it: the app must answer again.
+    /// The channel has items with ids, and the buffer cannot place the
+    /// app's `prev-id` among them: the app must answer again.
     Behind,
 }
 
@@ -176,8 +193,9 @@ fn last_ids(hold: &Hold) -> Vec<(ChannelName, String)> {
         .collect()
 }
 
-/// A held GRIP request counts under the poll limits (total, channel, and
-/// address), not the per-client one: GRIP apps send no client id.
+/// A held GRIP request counts under the poll limits (total, its first
+/// channel, and its address), not the per-client one: GRIP apps send no
+/// client id.
 fn admit(channel: &ChannelName, addr: IpAddr, cx: &GripContext<'_>) -> Result<Slot, PollError> {
     let limits = Limits {
         max_per_client: usize::MAX,
@@ -195,11 +213,21 @@ fn admit(channel: &ChannelName, addr: IpAddr, cx: &GripContext<'_>) -> Result<Sl
 }
 
 /// The hold's timeout: what the app asked, within the route's bounds.
-pub fn timeout(hold: &Hold, cx: &GripContext<'_>) -> Duration {
+fn timeout(hold: &Hold, cx: &GripContext<'_>) -> Duration {
     hold.timeout
         .map_or(cx.grip.default_timeout, Duration::from_secs)
         .max(cx.grip.min_timeout)
         .min(cx.config.poll.max_timeout)
+}
+
+/// What the channels have after their cursors.
+pub struct Next {
+    /// The oldest message across the channels, and its channel's index.
+    pub message: Option<(usize, Arc<Message>)>,
+    /// Bit `i`: channel `i`'s cursor is older than its buffer (messages
+    /// may have been missed; for a cursor that is not a message's own
+    /// timestamp, it may also just predate the channel).
+    pub gaps: u64,
 }
 
 /// The next message after the cursors, oldest first across the channels.
@@ -208,22 +236,29 @@ pub async fn next(
     cursors: &[Cursor],
     buffer: BufferConfig,
     metrics: &Metrics,
-) -> Option<(usize, Arc<Message>)> {
+) -> Next {
     let now = Timestamp::now();
-    let mut next: Option<(usize, Arc<Message>)> = None;
+    let mut found = Next {
+        message: None,
+        gaps: 0,
+    };
     for (i, (sub, cursor)) in subs.iter().zip(cursors).enumerate() {
         match sub.read(*cursor, 1, buffer, now).await {
             Ok(read) => {
+                if read.gap && i < 64 {
+                    found.gaps |= 1 << i;
+                }
                 if let Some(m) = read.messages.into_iter().next() {
-                    if next.as_ref().is_none_or(|(_, n)| m.timestamp < n.timestamp) {
-                        next = Some((i, m));
+                    let older = |(_, n): &(usize, Arc<Message>)| m.timestamp < n.timestamp;
+                    if found.message.as_ref().is_none_or(older) {
+                        found.message = Some((i, m));
                     }
                 }
             }
             Err(_) => metrics.broker_error(),
         }
     }
-    next
+    found
 }
 
 /// Resolves when any of the channels may have news.
@@ -242,15 +277,23 @@ async fn wait(
     mut subs: Vec<Subscription>,
     mut cursors: Vec<Cursor>,
     _slot: Slot,
+    since: Instant,
     may_retry: bool,
     cx: &GripContext<'_>,
 ) -> Ran {
     let services = cx.services;
     let mut outcome = Outcome::new(&services.metrics, GripMode::response);
-    let deadline = tokio::time::sleep(timeout(&hold, cx));
+    let deadline = tokio::time::sleep_until(
+        since
+            .checked_add(timeout(&hold, cx))
+            .unwrap_or_else(Instant::now),
+    );
     tokio::pin!(deadline);
     let ended = loop {
-        if let Some((i, m)) = next(&subs, &cursors, cx.config.buffer, &services.metrics).await {
+        // A gap on a response hold loses nothing the client could still
+        // have: the oldest message the buffer has goes out.
+        let found = next(&subs, &cursors, cx.config.buffer, &services.metrics).await;
+        if let Some((i, m)) = found.message {
             cursors[i] = Cursor::After(m.timestamp);
             let age = Timestamp::now().0.saturating_sub(m.timestamp.0) as f64 / 1e6;
             match Item::of(&m) {
@@ -272,7 +315,10 @@ async fn wait(
                             last.retain(|(c, _)| c != &hold.channels[i].name);
                             last.push((hold.channels[i].name.clone(), id.clone()));
                         }
-                        return Ran::AskAgain(last);
+                        return Ran::AskAgain {
+                            last,
+                            after: Some(m.timestamp),
+                        };
                     }
                     // Not for a response hold (a stream chunk, a close).
                     _ => continue,

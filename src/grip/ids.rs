@@ -1,6 +1,11 @@
 //! Item ids seen on each channel within `GRIP_ID_TTL`: a publisher that
-//! sends the same item twice (a retry after a lost acknowledgement) has it
+//! sends the same item again (a retry after a lost acknowledgement) has it
 //! delivered once, as Pushpin does. Per instance, bounded in number.
+//!
+//! An id is remembered only once its item is stored: a publish that fails
+//! (or is abandoned) leaves nothing behind, so its retry goes through. Two
+//! publishes of one id at the same instant may then both be stored: a
+//! duplicate delivered, never an acknowledged item lost.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -11,7 +16,7 @@ use tokio::time::Instant;
 use crate::broker::ChannelName;
 use crate::defaults::{GRIP_ID_CACHE_MAX, GRIP_ID_TTL};
 
-type Key = (ChannelName, String);
+pub type Key = (ChannelName, String);
 
 #[derive(Default)]
 pub struct SeenIds {
@@ -26,50 +31,49 @@ struct Inner {
 }
 
 impl SeenIds {
-    /// Records each key; returns, per key, whether it is new (to publish).
-    /// A key recorded by a publish that then fails must be [`forget`]ed.
-    ///
-    /// [`forget`]: SeenIds::forget
-    pub fn record(&self, keys: &[Option<Key>]) -> Vec<bool> {
-        self.record_at(keys, Instant::now(), GRIP_ID_TTL, GRIP_ID_CACHE_MAX)
-    }
-
-    fn record_at(
-        &self,
-        keys: &[Option<Key>],
-        now: Instant,
-        ttl: Duration,
-        cap: usize,
-    ) -> Vec<bool> {
+    /// Per key, whether it is new: not seen within the TTL, and not earlier
+    /// in `keys` (an item without id is always new).
+    pub fn fresh(&self, keys: &[Option<Key>]) -> Vec<bool> {
         let mut inner = self.inner.lock();
-        while let Some((at, _)) = inner.order.front() {
-            if now.duration_since(*at) < ttl && inner.order.len() < cap {
-                break;
-            }
-            if let Some((_, key)) = inner.order.pop_front() {
-                inner.keys.remove(&key);
-            }
-        }
+        inner.expire(Instant::now(), GRIP_ID_TTL);
+        let mut batch = HashSet::new();
         keys.iter()
             .map(|key| match key {
                 None => true,
-                Some(key) => {
-                    let new = inner.keys.insert(key.clone());
-                    if new {
-                        inner.order.push_back((now, key.clone()));
-                    }
-                    new
-                }
+                Some(key) => !inner.keys.contains(key) && batch.insert(key),
             })
             .collect()
     }
 
-    /// Takes back keys whose publish failed, so that a retry is not dropped.
-    pub fn forget(&self, keys: impl IntoIterator<Item = Key>) {
+    /// Remembers the ids of items just stored.
+    pub fn remember(&self, keys: impl IntoIterator<Item = Key>) {
+        self.remember_at(keys, Instant::now(), GRIP_ID_CACHE_MAX);
+    }
+
+    fn remember_at(&self, keys: impl IntoIterator<Item = Key>, now: Instant, cap: usize) {
         let mut inner = self.inner.lock();
         for key in keys {
-            inner.keys.remove(&key);
-            inner.order.retain(|(_, k)| k != &key);
+            if inner.keys.insert(key.clone()) {
+                inner.order.push_back((now, key));
+            }
+        }
+        while inner.order.len() > cap {
+            if let Some((_, key)) = inner.order.pop_front() {
+                inner.keys.remove(&key);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < ttl {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.keys.remove(&key);
+            }
         }
     }
 }
@@ -78,44 +82,46 @@ impl SeenIds {
 mod tests {
     use super::*;
 
-    fn key(c: &str, id: &str) -> Option<Key> {
-        Some((ChannelName::parse(c).unwrap(), id.to_owned()))
+    fn key(c: &str, id: &str) -> Key {
+        (ChannelName::parse(c).unwrap(), id.to_owned())
     }
 
     #[test]
-    fn a_repeat_within_the_ttl_is_dropped_per_channel() {
+    fn only_stored_ids_are_repeats_per_channel_and_within_a_batch() {
         let seen = SeenIds::default();
-        let t0 = Instant::now();
-        let ttl = Duration::from_secs(60);
+        let batch = [
+            Some(key("a", "1")),
+            Some(key("b", "1")),
+            None,
+            Some(key("a", "1")),
+        ];
+        assert_eq!(seen.fresh(&batch), [true, true, true, false]);
+        // Nothing was stored yet: still fresh (a failed publish leaves no trace).
+        assert_eq!(seen.fresh(&[Some(key("a", "1"))]), [true]);
+        seen.remember([key("a", "1")]);
         assert_eq!(
-            seen.record_at(&[key("a", "1"), key("b", "1"), None], t0, ttl, 10),
-            [true, true, true]
-        );
-        assert_eq!(
-            seen.record_at(
-                &[key("a", "1"), None],
-                t0 + Duration::from_secs(59),
-                ttl,
-                10
-            ),
+            seen.fresh(&[Some(key("a", "1")), Some(key("b", "1"))]),
             [false, true]
         );
-        assert_eq!(
-            seen.record_at(&[key("a", "1")], t0 + Duration::from_secs(61), ttl, 10),
-            [true]
-        );
     }
 
-    #[test]
-    fn the_cap_forgets_the_oldest_and_a_failed_publish_is_forgotten() {
+    #[tokio::test(start_paused = true)]
+    async fn ids_expire_after_the_ttl_and_the_cap_forgets_the_oldest() {
         let seen = SeenIds::default();
-        let t0 = Instant::now();
-        let ttl = Duration::from_secs(60);
-        seen.record_at(&[key("a", "1"), key("a", "2")], t0, ttl, 2);
-        assert_eq!(seen.record_at(&[key("a", "3")], t0, ttl, 2), [true]);
-        // "1" made room for "3".
-        assert_eq!(seen.record_at(&[key("a", "1")], t0, ttl, 3), [true]);
-        seen.forget([(ChannelName::parse("a").unwrap(), "3".to_owned())]);
-        assert_eq!(seen.record_at(&[key("a", "3")], t0, ttl, 10), [true]);
+        seen.remember([key("a", "1")]);
+        tokio::time::advance(GRIP_ID_TTL - Duration::from_secs(1)).await;
+        assert_eq!(seen.fresh(&[Some(key("a", "1"))]), [false]);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(seen.fresh(&[Some(key("a", "1"))]), [true]);
+        let now = Instant::now();
+        seen.remember_at([key("a", "2"), key("a", "3"), key("a", "4")], now, 2);
+        assert_eq!(
+            seen.fresh(&[
+                Some(key("a", "2")),
+                Some(key("a", "3")),
+                Some(key("a", "4"))
+            ]),
+            [true, false, false]
+        );
     }
 }

@@ -10,9 +10,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
 use serde_json::Value;
 
-use super::format::{self, FormatError, ResponseSpec};
+use super::format::{self, is_framing, FormatError, ResponseSpec};
 use crate::broker::ChannelName;
-use crate::defaults::{GRIP_KEEP_ALIVE, GRIP_MAX_CHANNELS};
+use crate::defaults::{GRIP_KEEP_ALIVE, GRIP_KEEP_ALIVE_MAX_BYTES, GRIP_MAX_CHANNELS};
 
 /// What the app asked for.
 #[derive(Debug)]
@@ -231,15 +231,6 @@ pub fn is_grip_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("grip-")
 }
 
-/// Headers that describe the app's framing of its answer, not the one the
-/// client will get (pollgate frames what it sends itself).
-fn is_framing(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "content-encoding"
-    )
-}
-
 /// `Grip-Keep-Alive: data; format=raw|cstring|base64; timeout=S; mode=idle|interval`.
 fn keep_alive_header(v: &HeaderValue) -> Result<KeepAlive, InstructError> {
     let text = v.to_str().map_err(|_| bad("Grip-Keep-Alive is not text"))?;
@@ -280,8 +271,15 @@ fn keep_alive(
     if data.is_empty() {
         return Err(bad("keep-alive data is empty"));
     }
+    if data.len() > GRIP_KEEP_ALIVE_MAX_BYTES {
+        return Err(bad(format!(
+            "keep-alive data is over {GRIP_KEEP_ALIVE_MAX_BYTES} bytes"
+        )));
+    }
     // At least a second, as Pushpin: a smaller beat would be a flood.
     let every = timeout.map_or(GRIP_KEEP_ALIVE, |s| Duration::from_secs(s.max(1)));
+    // A beat no stream lives to hear is none (and keeps clock sums small).
+    let every = every.min(crate::defaults::GRIP_STREAM_MAX_LIMIT);
     Ok(KeepAlive {
         data,
         every,
@@ -327,12 +325,8 @@ fn parse_json(body: &[u8]) -> Result<Instruction, InstructError> {
         .as_object()
         .ok_or_else(|| bad("application/grip-instruct body must be an object"))?;
     let response = match obj.get("response") {
-        Some(r) => {
-            let mut spec = ResponseSpec::parse(r).map_err(|e| bad(format!("response: {e}")))?;
-            spec.headers
-                .retain_not(|name| is_grip_header(name) || is_framing(name));
-            spec
-        }
+        // Its headers lose `Grip-*` and framing in `format::headers`.
+        Some(r) => ResponseSpec::parse(r).map_err(|e| bad(format!("response: {e}")))?,
         None => ResponseSpec::parse(&Value::Object(Default::default()))?,
     };
     let Some(hold) = obj.get("hold") else {
@@ -416,20 +410,6 @@ fn checked(hold: Hold) -> Result<Hold, InstructError> {
         return Err(bad("a channel is named twice"));
     }
     Ok(hold)
-}
-
-/// `HeaderMap::retain` for the one use here.
-trait RetainNot {
-    fn retain_not(&mut self, drop: impl Fn(&HeaderName) -> bool);
-}
-
-impl RetainNot for HeaderMap {
-    fn retain_not(&mut self, drop: impl Fn(&HeaderName) -> bool) {
-        let gone: Vec<HeaderName> = self.keys().filter(|n| drop(n)).cloned().collect();
-        for name in gone {
-            self.remove(name);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::format::{FormatError, ResponseSpec, StreamSpec};
 use crate::broker::{ChannelName, Message, Prepared};
+use crate::defaults::GRIP_ID_MAX;
 
 /// The formats a GRIP item may carry (`ws-message` is kept, for native
 /// pollers, but no hold here delivers it).
@@ -60,6 +61,13 @@ impl Publish {
         };
         let id = text(item, "id")?;
         let prev_id = text(item, "prev-id")?;
+        for (key, value) in [("id", &id), ("prev-id", &prev_id)] {
+            if value.as_ref().is_some_and(|v| v.len() > GRIP_ID_MAX) {
+                return Err(FormatError(format!(
+                    "{key} is longer than {GRIP_ID_MAX} bytes"
+                )));
+            }
+        }
         // Pushpin reads the formats under "formats" or on the item itself.
         let holder = match item.get("formats") {
             Some(Value::Object(f)) => f,

@@ -2,24 +2,20 @@
 //! `http-stream` content is appended until an item closes the stream,
 //! `grip.stream_max` passes, pollgate shuts down, or the client goes.
 //!
-//! The stream is a task of its own feeding the response body through a
-//! bounded queue: a client that stops reading stops the task at the queue,
-//! and the write deadline closes the connection, which ends the task.
-
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! The stream is a task of its own feeding the response body (a bounded
+//! queue of chunks, counted in the connection's send queue): a client that
+//! stops reading stops the task at the queue, and the connection's write
+//! deadline closes it, which ends the task.
 
 use bytes::Bytes;
 use http::Response;
-use http_body::{Body as HttpBody, Frame};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::hold::{changed, next, Outcome, Slot};
 use super::instruct::{Hold, KeepAlive};
 use super::item::{Delivery, Item};
 use super::{Action, GripContext};
-use crate::answer::{self as h, Body};
+use crate::answer::{self as h, Body, ChunkSender};
 use crate::broker::{BufferConfig, Cursor, Subscription, Timestamp};
 use crate::defaults::GRIP_STREAM_QUEUE;
 use crate::metrics::{GripMode, GripOutcome, Metrics};
@@ -32,9 +28,8 @@ pub fn start(
     slot: Slot,
     cx: &GripContext<'_>,
 ) -> Response<Body> {
-    let (tx, rx) = mpsc::channel(GRIP_STREAM_QUEUE);
+    let (tx, body) = h::chunks(GRIP_STREAM_QUEUE, cx.queue.cloned());
     let spec = hold.response;
-    let first = spec.body.clone();
     let stream = Stream {
         subs,
         cursors,
@@ -42,15 +37,13 @@ pub fn start(
         buffer: cx.config.buffer,
         metrics: cx.services.metrics.clone(),
         shutdown: cx.services.shutdown.clone(),
-        until: Instant::now() + cx.grip.stream_max,
+        until: later(cx.grip.stream_max),
         tx,
+        read_any: 0,
         _slot: slot,
     };
-    tokio::spawn(stream.run());
-    let mut resp = Response::new(h::stream(Chunks {
-        first: Some(first).filter(|f| !f.is_empty()),
-        rx,
-    }));
+    tokio::spawn(stream.run(spec.body.clone()));
+    let mut resp = Response::new(h::stream(body));
     *resp.status_mut() = spec.status;
     *resp.headers_mut() = spec.headers;
     if let Some(reason) = spec.reason {
@@ -61,6 +54,13 @@ pub fn start(
     resp
 }
 
+/// `d` from now; a duration too large for the clock is "never".
+fn later(d: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 86_400))
+}
+
 struct Stream {
     subs: Vec<Subscription>,
     cursors: Vec<Cursor>,
@@ -69,21 +69,50 @@ struct Stream {
     metrics: Metrics,
     shutdown: tokio_util::sync::CancellationToken,
     until: Instant,
-    tx: mpsc::Sender<Bytes>,
+    tx: ChunkSender,
+    /// Bit `i`: channel `i`'s cursor is a message's timestamp.
+    read_any: u64,
     /// Dropped when the stream ends: frees its place under the limits.
     _slot: Slot,
 }
 
 impl Stream {
-    async fn run(mut self) {
+    async fn run(mut self, first: Bytes) {
         let mut outcome = Outcome::new(&self.metrics, GripMode::stream);
-        let mut last_sent = Instant::now();
-        let ended = 'stream: loop {
+        let ended = self.serve(first).await;
+        outcome.set(ended);
+    }
+
+    async fn serve(&mut self, first: Bytes) -> GripOutcome {
+        if !first.is_empty() {
+            if let Err(ended) = self.send(first).await {
+                return ended;
+            }
+        }
+        // When the next keep-alive is due: idle mode moves it on with every
+        // chunk sent, interval mode only with each beat.
+        let every = self.keep_alive.as_ref().map(|k| (k.every, k.interval));
+        let mut beat = every.map(|(every, _)| later(every));
+        loop {
             // Everything that is there, in order, before waiting again.
-            while let Some((i, m)) =
-                next(&self.subs, &self.cursors, self.buffer, &self.metrics).await
-            {
+            loop {
+                let found = next(&self.subs, &self.cursors, self.buffer, &self.metrics).await;
+                if found.gaps & self.read_any != 0 {
+                    // Items this stream should have had are gone from the
+                    // buffer (it fell behind by more than the buffer): end
+                    // it, so the client comes back and the app answers it
+                    // afresh, rather than skip them silently. Only a cursor
+                    // that is a message's own counts: one from when the app
+                    // was asked may predate the channel itself.
+                    return GripOutcome::gap;
+                }
+                let Some((i, m)) = found.message else {
+                    break;
+                };
                 self.cursors[i] = Cursor::After(m.timestamp);
+                if i < 64 {
+                    self.read_any |= 1 << i;
+                }
                 let (content, close) = match Item::of(&m) {
                     Delivery::Native => {
                         // A native message: its data, one JSON object per line.
@@ -99,72 +128,43 @@ impl Stream {
                 };
                 if !content.is_empty() {
                     let age = Timestamp::now().0.saturating_sub(m.timestamp.0) as f64 / 1e6;
-                    if self.send(content).await.is_err() {
-                        break 'stream GripOutcome::client_gone;
+                    if let Err(ended) = self.send(content).await {
+                        return ended;
                     }
                     self.metrics.delivered(1, age);
-                    last_sent = Instant::now();
+                    if let Some((every, false)) = every {
+                        beat = Some(later(every));
+                    }
                 }
                 if close {
-                    break 'stream GripOutcome::closed;
+                    return GripOutcome::closed;
                 }
             }
-            let beat = self.keep_alive.as_ref().map(|k| {
-                if k.interval {
-                    last_sent.max(Instant::now() - k.every) + k.every
-                } else {
-                    last_sent + k.every
-                }
-            });
             let beat_at = beat.unwrap_or(self.until);
             tokio::select! {
                 biased;
-                _ = changed(&mut self.subs) => continue,
-                _ = self.tx.closed() => break GripOutcome::client_gone,
-                _ = self.shutdown.cancelled() => break GripOutcome::shutdown,
-                _ = sleep_until(self.until) => break GripOutcome::max_duration,
+                _ = changed(&mut self.subs) => {}
+                _ = self.tx.closed() => return GripOutcome::client_gone,
+                _ = self.shutdown.cancelled() => return GripOutcome::shutdown,
+                _ = sleep_until(self.until) => return GripOutcome::max_duration,
                 _ = sleep_until(beat_at), if beat.is_some() => {
                     let data = self.keep_alive.as_ref().map(|k| k.data.clone()).unwrap_or_default();
-                    if self.send(data).await.is_err() {
-                        break GripOutcome::client_gone;
+                    if let Err(ended) = self.send(data).await {
+                        return ended;
                     }
-                    last_sent = Instant::now();
+                    beat = every.map(|(every, _)| later(every));
                 }
             }
-        };
-        outcome.set(ended);
+        }
     }
 
     /// Queues a chunk; waits while the client is behind, until it leaves,
-    /// shutdown, or the stream's end.
-    async fn send(&self, chunk: Bytes) -> Result<(), ()> {
+    /// shutdown, or the stream's end (the error says which).
+    async fn send(&self, chunk: Bytes) -> Result<(), GripOutcome> {
         tokio::select! {
-            sent = self.tx.send(chunk) => sent.map_err(|_| ()),
-            _ = self.shutdown.cancelled() => Err(()),
-            _ = sleep_until(self.until) => Err(()),
+            sent = self.tx.send(chunk) => sent.map_err(|_| GripOutcome::client_gone),
+            _ = self.shutdown.cancelled() => Err(GripOutcome::shutdown),
+            _ = sleep_until(self.until) => Err(GripOutcome::max_duration),
         }
-    }
-}
-
-/// The response body: the app's first body, then the queue's chunks.
-struct Chunks {
-    first: Option<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl HttpBody for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
-        }
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }

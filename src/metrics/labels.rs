@@ -58,6 +58,9 @@ pub enum GripOutcome {
     closed,
     /// A stream reached `grip.stream_max`.
     max_duration,
+    /// A stream fell behind the buffer (items it should have had were
+    /// trimmed): ended so that the client comes back and is answered afresh.
+    gap,
     /// pollgate shut down.
     shutdown,
     /// The client went away (or stopped reading a stream).

@@ -41,13 +41,18 @@ impl Reply {
     }
 }
 
-/// A batch is GRIP's when an item has no `data` (pollgate's own items
-/// always have it; GRIP items carry formats instead).
+/// A batch is GRIP's when an item carries formats (under `formats` or on
+/// the item, as Pushpin reads them); pollgate's own items carry `data`.
 pub(super) fn is_grip(value: &Value) -> bool {
+    const KEYS: [&str; 4] = ["formats", "http-response", "http-stream", "ws-message"];
     value
         .get("items")
         .and_then(Value::as_array)
-        .is_some_and(|items| items.iter().any(|i| i.get("data").is_none()))
+        .is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| KEYS.iter().any(|k| i.get(k).is_some()))
+        })
 }
 
 pub(super) async fn publish(
@@ -63,7 +68,7 @@ pub(super) async fn publish(
         .iter()
         .map(|p| p.id.clone().map(|id| (p.channel.clone(), id)))
         .collect();
-    let fresh = cx.grip_ids.record(&keys);
+    let fresh = cx.grip_ids.fresh(&keys);
     let batch: Vec<_> = items
         .into_iter()
         .zip(&fresh)
@@ -79,13 +84,10 @@ pub(super) async fn publish(
     } else {
         cx.broker.publish(&batch, cx.config.buffer).await
     };
-    if published.is_err() {
-        // Not published: a retry of these ids must go through.
-        let ours = keys.into_iter().zip(fresh).filter(|(_, new)| *new);
-        cx.grip_ids.forget(ours.filter_map(|(k, _)| k));
-    }
     match published {
         Ok(published) => {
+            // Stored: a repeat of these ids is now a duplicate.
+            cx.grip_ids.remember(keys.into_iter().flatten());
             cx.metrics.published(published.len() as u64, 0);
             acknowledged(reply)
         }

@@ -512,7 +512,10 @@ async fn epcp_publishes_are_acknowledged_as_pushpin_acknowledges_them() {
     for (body, says) in [
         ("{", "EOF"),
         (r#"{"items": [{"http-stream": {}}]}"#, "channel"),
-        (r#"{"items": [{"channel": "e1"}]}"#, "no formats"),
+        (
+            r#"{"items": [{"channel": "e1", "formats": {}}]}"#,
+            "no formats",
+        ),
         (
             r#"{"items": [{"channel": "e1", "http-response": {"code": 7}}]}"#,
             "http-response: code",
@@ -623,5 +626,51 @@ async fn the_apps_mistakes_are_its_own_and_grip_status_shapes_the_timeout() {
     )
     .await;
     assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    pg.stop().await;
+}
+
+#[tokio::test]
+async fn the_app_is_asked_without_compression_or_the_clients_grip_headers() {
+    let app = crate::support::Upstream::start("app").await;
+    let pg = Pollgate::start(&instructing_yaml(app.addr)).await;
+    let echo = client::send(
+        Request::get(pg.url("/echo"))
+            .header("accept-encoding", "gzip")
+            .header("grip-last", "forged; last-id=1")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .json();
+    let headers = &echo["headers"];
+    assert!(headers.get("accept-encoding").is_none(), "{echo}");
+    assert!(headers.get("grip-last").is_none(), "{echo}");
+    // No key configured: no signature either.
+    assert!(headers.get("grip-sig").is_none(), "{echo}");
+    pg.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_quiet_stream_frees_its_place() {
+    let app = crate::support::Upstream::start("app").await;
+    let pg = Pollgate::start(&instructing_yaml(app.addr)).await;
+    let (head, mut body) = open(
+        &pg,
+        "/instruct?h=Grip-Hold:stream&h=Grip-Channel:q1&body=hi",
+    )
+    .await;
+    assert_eq!(head.status, StatusCode::OK);
+    let mut seen = String::new();
+    assert!(read_until(&mut body, &mut seen, |s| s == "hi").await);
+    pg.held(1).await;
+    // Gone without a word, on a channel where nothing is published and with
+    // no keep-alive to write: the slot is still given back.
+    drop(body);
+    pg.held(0).await;
+    pg.metric_reaches(
+        "pollgate_grip_holds_total{mode=\"stream\",outcome=\"client_gone\"}",
+        1.0,
+    )
+    .await;
     pg.stop().await;
 }

@@ -303,6 +303,15 @@ impl Validator {
         self.positive(&format!("{path}.default_timeout"), default_timeout);
         self.positive(&format!("{path}.min_timeout"), min_timeout);
         self.positive(&format!("{path}.stream_max"), stream_max);
+        if stream_max > defaults::GRIP_STREAM_MAX_LIMIT {
+            self.fail(
+                &format!("{path}.stream_max"),
+                format!(
+                    "must be at most {}",
+                    humantime::format_duration(defaults::GRIP_STREAM_MAX_LIMIT)
+                ),
+            );
+        }
         if min_timeout > default_timeout {
             self.fail(
                 &format!("{path}.min_timeout"),

@@ -1,0 +1,120 @@
+//! An answer whose body is written as it comes (a GRIP stream): chunks sent
+//! by a task through a bounded channel, each counted in the connection's
+//! [`SendQueue`] from when it is sent until the connection takes it, so a
+//! client that stops reading a stream is found by the same stall watch as
+//! one that stops reading any answer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
+use tokio::sync::mpsc;
+
+use super::queue::SendQueue;
+
+/// The writing end. Dropping it ends the body.
+pub struct ChunkSender {
+    tx: mpsc::Sender<Bytes>,
+    queue: Option<Arc<SendQueue>>,
+}
+
+/// The body: the chunks, in order, as the connection takes them.
+pub struct Chunks {
+    rx: mpsc::Receiver<Bytes>,
+    queue: Option<Arc<SendQueue>>,
+}
+
+/// The body was dropped (the client went away, or its connection closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyGone;
+
+/// A body fed by its sender, at most `capacity` chunks waiting.
+pub fn chunks(capacity: usize, queue: Option<Arc<SendQueue>>) -> (ChunkSender, Chunks) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        ChunkSender {
+            tx,
+            queue: queue.clone(),
+        },
+        Chunks { rx, queue },
+    )
+}
+
+impl ChunkSender {
+    /// Queues a chunk, waiting while `capacity` are waiting already.
+    ///
+    /// # Errors
+    /// [`BodyGone`] when the body has been dropped.
+    pub async fn send(&self, chunk: Bytes) -> Result<(), BodyGone> {
+        let n = chunk.len();
+        if let Some(q) = &self.queue {
+            q.add(n);
+        }
+        self.tx.send(chunk).await.map_err(|_| {
+            if let Some(q) = &self.queue {
+                q.leave(n);
+            }
+            BodyGone
+        })
+    }
+
+    /// Resolves when the body has been dropped.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|chunk| {
+            chunk.map(|c| {
+                if let Some(q) = &self.queue {
+                    q.take(c.len());
+                }
+                Ok(Frame::data(c))
+            })
+        })
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        // What was sent and never taken leaves the queue with the body.
+        self.rx.close();
+        while let Ok(c) = self.rx.try_recv() {
+            if let Some(q) = &self.queue {
+                q.leave(c.len());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn chunks_are_counted_until_taken_or_dropped() {
+        let q = Arc::new(SendQueue::new(1 << 20));
+        let (tx, mut body) = chunks(4, Some(q.clone()));
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
+        tx.send(Bytes::from_static(b"de")).await.unwrap();
+        assert_eq!(q.queued(), 5);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!((&first[..], q.queued()), (&b"abc"[..], 2));
+        drop(body);
+        assert_eq!(q.queued(), 0);
+        assert_eq!(tx.send(Bytes::from_static(b"x")).await, Err(BodyGone));
+        assert_eq!(q.queued(), 0);
+        tx.closed().await;
+    }
+}
