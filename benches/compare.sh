@@ -9,6 +9,14 @@
 #   benches/compare.sh                     # a b c d at the sizes, ~14 min on 2 cores
 #   SCENARIOS="a b" ARGS="--a-waiters 2000" benches/compare.sh
 #   ROUNDS=3 SCENARIOS="b c d" benches/compare.sh   # each figure the median of 3 rounds
+#   SET=grip benches/compare.sh            # GRIP: the same GRIP backend behind
+#                                          # pollgate (`grip:` route) and Pushpin, a b c
+#
+# SET=grip runs pollgate-grip (pollgate with a `grip:` route in front of the
+# load tool's GRIP backend, items published with EPCP) beside Pushpin in front
+# of the same backend, twice: as the existing comparison runs it (no cursor),
+# and with the client's last seq passed on, which the backend names as
+# `prev-id` (pushpin-prev-id): what an app that wants no loss does.
 #
 # On a noisy machine (a VM sharing its host) one round can be off by 20 % or
 # more, for any target: with ROUNDS, every round runs every target through
@@ -23,7 +31,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/target/bench-compare}
 RUN=${RUN:-/tmp/pollgate-compare}
-SCENARIOS=${SCENARIOS:-"a b c d"}
+SET=${SET:-all}
+if [ "$SET" = grip ]; then
+    SCENARIOS=${SCENARIOS:-"a b c"}
+else
+    SCENARIOS=${SCENARIOS:-"a b c d"}
+fi
 ROUNDS=${ROUNDS:-1}
 ARGS=${ARGS:-}
 mkdir -p "$OUT" "$RUN"
@@ -95,9 +108,25 @@ start_pushpin() {
     wait_http http://127.0.0.1:5561/
 }
 
+pushpin_grip() { # target-name cursor
+    start_pushpin
+    bench --scenarios "$s" --target "$1" --pids "$(tree $PID | xargs)" --connect-rate 500 \
+        --poll-url 'http://127.0.0.1:7999/poll/{channel}' \
+        --pub-url 'http://127.0.0.1:5561/publish/' --cursor "$2" \
+        --pub-body '{"items":[{"channel":"{channel}","id":"{seq}","formats":{"http-response":{"body":"{\"seq\":{seq},\"ts\":{ts}}\n"}}}]}' \
+        --proxy-url http://127.0.0.1:7999/ --backend-url http://127.0.0.1:9000/
+    stop $PID
+}
+
 for round in $(seq "$ROUNDS"); do
 for s in $SCENARIOS; do
     echo "== round $round of $ROUNDS: scenario $s" >&2
+    if [ "$SET" = grip ]; then
+        bench --scenarios "$s" --target pollgate-grip
+        pushpin_grip pushpin none
+        pushpin_grip pushpin-prev-id grip
+        continue
+    fi
     bench --scenarios "$s"                                   # server.threads: one per core
     bench --scenarios "$s" --target pollgate-1thread --threads 1
 

@@ -337,6 +337,10 @@ pub const GRIP_REQUEST_BODY_MAX: usize = 1024 * 1024;
 /// `application/grip-instruct` JSON) read from the app.
 pub const GRIP_INSTRUCT_BODY_MAX: usize = 1024 * 1024;
 
+/// GRIP: a `prev-id` is looked for among the channel's newest this many
+/// items first, then in the whole buffer.
+pub const GRIP_PREV_ID_WINDOW: usize = 16;
+
 /// GRIP: channels one hold may name.
 pub const GRIP_MAX_CHANNELS: usize = 32;
 

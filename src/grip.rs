@@ -24,6 +24,8 @@ mod item;
 mod sig;
 mod stream;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,22 +130,54 @@ impl HttpError for GripError {
 }
 
 /// Serves one request on a `grip:` route.
-pub async fn serve<B>(req: Request<B>, cx: GripContext<'_>) -> Served
+///
+/// The request's head is taken apart now, before the returned future is
+/// first polled: a held request keeps what it needs to be sent again and
+/// nothing else (an `async fn` would keep its arguments for its whole life).
+pub fn serve<'a, B>(
+    req: Request<B>,
+    cx: GripContext<'a>,
+) -> Pin<Box<dyn Future<Output = Served> + Send + 'a>>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<h::BoxError>,
 {
     // An upgrade (WebSocket) cannot be held: it is proxied as on any route.
     if proxy::is_upgrade(req.headers()) {
-        let forwarded = Box::pin(proxy::forward(
-            req,
-            cx.caller.clone(),
-            cx.upstream,
-            cx.timeout,
-        ))
-        .await;
-        return Served::Passed(forwarded.unwrap_or_else(|e| failed(GripError::Proxy(e), &cx)));
+        return Box::pin(async move {
+            let forwarded = Box::pin(proxy::forward(
+                req,
+                cx.caller.clone(),
+                cx.upstream,
+                cx.timeout,
+            ))
+            .await;
+            Served::Passed(forwarded.unwrap_or_else(|e| failed(GripError::Proxy(e), &cx)))
+        });
     }
+    let (head, body) = req.into_parts();
+    let addr = crate::poll::client_addr(
+        cx.caller.peer.addr.ip(),
+        &head.headers,
+        &cx.config.trusted_proxies,
+    );
+    let declared = head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let resend = Resend::new(head, Bytes::new(), cx.grip);
+    Box::pin(held(resend, h::stream(body), declared, addr, cx))
+}
+
+/// Asks the app (again, when a hold says so) and holds as it answers.
+async fn held(
+    mut resend: Resend,
+    body: Body,
+    declared: Option<u64>,
+    addr: std::net::IpAddr,
+    cx: GripContext<'_>,
+) -> Served {
     // Items published from here on are ones the app's answer may not cover
     // (read from the clock that stamps them: Redis's, with Redis).
     let asked_at = match cx.services.broker.now().await {
@@ -153,17 +187,10 @@ where
             Timestamp::now()
         }
     };
-    let (head, body) = req.into_parts();
-    let addr = crate::poll::client_addr(
-        cx.caller.peer.addr.ip(),
-        &head.headers,
-        &cx.config.trusted_proxies,
-    );
-    let body = match read_request(&head.headers, h::stream(body)).await {
+    resend.body = match read_request(declared, body).await {
         Ok(body) => body,
         Err(e) => return Served::Passed(failed(e, &cx)),
     };
-    let mut resend = Resend::new(head, body, cx.grip);
     let mut request = hold::Request {
         asked_at,
         addr,
@@ -172,7 +199,8 @@ where
     };
     let mut attempt = 0;
     loop {
-        let answered = ask(&resend, &cx).await;
+        // Boxed: a held request should not carry the asking's size.
+        let answered = Box::pin(ask(&resend, &cx)).await;
         let hold = match answered {
             Ok(Asked::Pass(resp)) => return Served::Passed(resp),
             Ok(Asked::Hold(hold)) => hold,
@@ -228,21 +256,20 @@ struct Resend {
 
 impl Resend {
     fn new(head: http::request::Parts, body: Bytes, grip: &GripRoute) -> Resend {
-        let mut headers = head.headers;
-        // A held answer is sent as the app made it, with items appended or
-        // put in its place: a compressed one could not be (the client's
-        // `Accept-Encoding` is not passed on; answers on a `grip:` route
-        // travel uncompressed from the app).
-        headers.remove(http::header::ACCEPT_ENCODING);
-        // Only pollgate speaks GRIP to the app: a client cannot forge it.
-        let client_grip: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| instruct::is_grip_header(n))
-            .cloned()
-            .collect();
-        for name in client_grip {
-            headers.remove(name);
+        // Copied, not moved: the values a parser made share its read buffer,
+        // which a held request would otherwise keep (see `format::owned`).
+        let mut headers = HeaderMap::with_capacity(head.headers.len() + 1);
+        for (name, value) in &head.headers {
+            // A held answer is sent as the app made it, with items appended
+            // or put in its place: a compressed one could not be (the
+            // client's `Accept-Encoding` is not passed on; answers on a
+            // `grip:` route travel uncompressed from the app). And only
+            // pollgate speaks GRIP to the app: a client cannot forge it.
+            if name != http::header::ACCEPT_ENCODING && !instruct::is_grip_header(name) {
+                headers.append(name.clone(), format::owned(value));
+            }
         }
+        let uri = http::Uri::try_from(head.uri.to_string()).unwrap_or(head.uri);
         if let Some(token) = grip.signer.as_ref().and_then(Signer::token) {
             if let Ok(v) = HeaderValue::from_str(&token) {
                 headers.insert("grip-sig", v);
@@ -250,7 +277,7 @@ impl Resend {
         }
         Resend {
             method: head.method,
-            uri: head.uri,
+            uri,
             version: head.version,
             headers,
             body,
@@ -326,7 +353,7 @@ async fn ask(request: &Resend, cx: &GripContext<'_>) -> Result<Asked, GripError>
     };
     match instruct::parse(parts.status, &parts.headers, body) {
         Ok(instruct::Instruction::Hold(hold)) => Ok(Asked::Hold(hold)),
-        Ok(instruct::Instruction::Respond(spec)) => Ok(Asked::Pass(respond(&spec, None))),
+        Ok(instruct::Instruction::Respond(spec)) => Ok(Asked::Pass(respond(&spec, None, cx.queue))),
         // `is_grip` said it was: unreachable, but answer sensibly.
         Ok(instruct::Instruction::None) => Err(GripError::Instruct("no instructions".into())),
         Err(e) => Err(GripError::Instruct(e.0)),
@@ -335,11 +362,7 @@ async fn ask(request: &Resend, cx: &GripContext<'_>) -> Result<Asked, GripError>
 
 /// Reads a request body whole, up to `GRIP_REQUEST_BODY_MAX` (refused at
 /// once when `Content-Length` already says more).
-async fn read_request(headers: &HeaderMap, body: Body) -> Result<Bytes, GripError> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+async fn read_request(declared: Option<u64>, body: Body) -> Result<Bytes, GripError> {
     if declared.is_some_and(|n| n > GRIP_REQUEST_BODY_MAX as u64) {
         return Err(GripError::BodyTooLarge);
     }
@@ -377,9 +400,15 @@ async fn collect(mut body: Body, max: usize) -> Result<Bytes, Collect> {
 
 /// A GRIP response as sent to the client, its headers over `base` (the
 /// held answer's, as Pushpin merges them: an item's header replaces every
-/// base header of that name).
-fn respond(spec: &ResponseSpec, base: Option<&HeaderMap>) -> Response<Body> {
-    let mut resp = Response::new(h::full(spec.body.clone()));
+/// base header of that name). Its body counts in the connection's send
+/// queue until taken, as every answer does.
+fn respond(
+    spec: &ResponseSpec,
+    base: Option<&HeaderMap>,
+    queue: Option<&Arc<SendQueue>>,
+) -> Response<Body> {
+    let body = h::Frames::new([spec.body.clone()], queue.cloned());
+    let mut resp = Response::new(h::stream(body));
     *resp.status_mut() = spec.status;
     let headers = resp.headers_mut();
     if let Some(base) = base {

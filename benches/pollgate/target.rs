@@ -170,7 +170,7 @@ fn pollgate_config(backend: SocketAddr, threads: Option<usize>) -> String {
         r#"listen: "127.0.0.1:0"
 webhook: {{ listen: "127.0.0.1:0" }}
 upstreams:
-  backend: {{ url: "http://{backend}", connect_timeout: 2s }}
+  backend: {{ url: "http://{backend}", connect_timeout: 2s, max_in_flight: 100000 }}
 routes:
   - {{ prefix: /api/poll/, poll: {{}} }}
   - {{ prefix: /poll/, upstream: backend, timeout: 30s, grip: {{}} }}

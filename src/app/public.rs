@@ -39,8 +39,9 @@ impl HttpError for RouteError {
     }
 }
 
-/// The lean HTTP/1 path serves long polls: a held poll then costs no hyper
-/// connection buffers (see `server/lean.rs`). One route lookup decides.
+/// The lean HTTP/1 path serves long polls and GRIP routes (whose requests
+/// may be held): a held request then costs no hyper connection buffers (see
+/// `server/lean.rs`). One route lookup decides.
 pub(super) fn lean_polls(shared: &Arc<Shared>) -> Lean {
     let shared = shared.clone();
     Lean {
@@ -55,7 +56,14 @@ fn lean_request(shared: &Arc<Shared>, req: LeanRequest, conn: ConnInfo) -> Optio
         .routes
         .find(req.method(), request_host(&req), req.uri().path());
     let route = match found {
-        Ok(route) if matches!(route.action, RouteAction::Poll(_)) => route.clone(),
+        Ok(route)
+            if matches!(
+                route.action,
+                RouteAction::Poll(_) | RouteAction::Proxy { grip: Some(_), .. }
+            ) =>
+        {
+            route.clone()
+        }
         _ => return None,
     };
     Some(Box::pin(routed(shared.clone(), active, route, req, conn)))
@@ -144,7 +152,7 @@ where
             };
             // Answers that pass straight through count as proxied; held
             // ones as GRIP holds (their time is the hold's, not the app's).
-            match Box::pin(grip::serve(req, cx)).await {
+            match grip::serve(req, cx).await {
                 Served::Passed(resp) => {
                     let head = started.elapsed().as_secs_f64();
                     let metrics = &shared.services.metrics;

@@ -35,6 +35,9 @@ pub enum Cursor {
     After(Timestamp),
     /// After the message with this id (`last_id=`).
     AfterId(Uuid),
+    /// The newest `max` a read asks for (GRIP looks for a `prev-id`
+    /// there first: nearly always one of the last few); never a gap.
+    Newest,
 }
 
 /// What a read found.
@@ -155,6 +158,14 @@ impl ChannelBuffer {
         };
         let (after, gap) = match cursor {
             Cursor::Oldest => (Timestamp(0), false),
+            Cursor::Newest => {
+                let start = first.max(self.messages.len().saturating_sub(max));
+                return Read {
+                    messages: self.messages.range(start..).cloned().collect(),
+                    gap: false,
+                    seen: self.head,
+                };
+            }
             Cursor::After(c) => (c, c < lost_before),
             Cursor::AfterId(id) => match self.messages.range(first..).find(|m| m.id == id) {
                 Some(m) => (m.timestamp, false),
@@ -214,6 +225,8 @@ mod tests {
             t[2..4].to_vec()
         );
         assert_eq!(stamps(&b.read_now(Cursor::Oldest, 1)), vec![t[0]]);
+        assert_eq!(stamps(&b.read_now(Cursor::Newest, 2)), vec![t[3], t[4]]);
+        assert_eq!(stamps(&b.read_now(Cursor::Newest, 99)), t.to_vec());
         assert!(b.read_now(Cursor::After(t[4]), 10).messages.is_empty());
     }
 

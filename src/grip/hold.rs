@@ -15,6 +15,7 @@ use super::item::{Delivery, Item};
 use super::{respond, stream, Action, GripContext};
 use crate::answer::{self as h, Body};
 use crate::broker::{BufferConfig, ChannelName, Cursor, Message, Subscription, Timestamp};
+use crate::defaults::GRIP_PREV_ID_WINDOW;
 use crate::metrics::{GripMode, GripOutcome, HeldGuard, Metrics};
 use crate::poll::{address_key, Limits, Permit, PollError};
 
@@ -108,7 +109,8 @@ pub async fn run(hold: Hold, request: &mut Request, cx: &GripContext<'_>) -> Ran
     for (channel, sub) in hold.channels.iter().zip(&subs) {
         let start = match &channel.prev_id {
             None => Start::At(request.asked_at),
-            Some(prev) => start_after(sub, prev, request.asked_at, buffer, metrics).await,
+            // Boxed: once, before the hold, which should not carry its size.
+            Some(prev) => Box::pin(start_after(sub, prev, request.asked_at, buffer, metrics)).await,
         };
         match start {
             Start::At(ts) => cursors.push(Cursor::After(ts)),
@@ -155,26 +157,34 @@ async fn start_after(
     buffer: BufferConfig,
     metrics: &Metrics,
 ) -> Start {
-    let read = match sub
-        .read(Cursor::Oldest, buffer.max_size, buffer, Timestamp::now())
-        .await
-    {
-        Ok(read) => read,
-        Err(_) => {
-            // Cannot check: hold from when the app was asked (the broker
-            // wakes every waiter once it is back).
-            metrics.broker_error();
-            return Start::At(asked_at);
-        }
-    };
+    // The newest few first: a client that keeps up names one of them (the
+    // whole buffer per request cost a client request 400 comparisons at
+    // 20 items/s on a channel); then the rest.
     let mut any_id = false;
-    for m in read.messages.iter().rev() {
-        if let Delivery::Grip(item) = Item::of(m) {
-            match item.id.as_deref() {
-                Some(id) if id == prev => return Start::At(m.timestamp),
-                Some(_) => any_id = true,
-                None => {}
+    for window in [GRIP_PREV_ID_WINDOW, buffer.max_size] {
+        let read = match sub
+            .read(Cursor::Newest, window, buffer, Timestamp::now())
+            .await
+        {
+            Ok(read) => read,
+            Err(_) => {
+                // Cannot check: hold from when the app was asked (the
+                // broker wakes every waiter once it is back).
+                metrics.broker_error();
+                return Start::At(asked_at);
             }
+        };
+        for m in read.messages.iter().rev() {
+            if let Delivery::Grip(item) = Item::of(m) {
+                match item.id.as_deref() {
+                    Some(id) if id == prev => return Start::At(m.timestamp),
+                    Some(_) => any_id = true,
+                    None => {}
+                }
+            }
+        }
+        if read.messages.len() < window {
+            break;
         }
     }
     if any_id {
@@ -300,13 +310,16 @@ async fn wait(
                 Delivery::Native => {
                     outcome.set(GripOutcome::message);
                     services.metrics.delivered(1, age);
-                    return Ran::Answered(h::json(http::StatusCode::OK, m.single.clone()));
+                    let queue = cx.queue.cloned();
+                    let answer = h::json_pieces(http::StatusCode::OK, [m.single.clone()], queue);
+                    return Ran::Answered(answer);
                 }
                 Delivery::Grip(item) => match &item.response {
                     Some(r) if r.action == Action::Send => {
                         outcome.set(GripOutcome::message);
                         services.metrics.delivered(1, age);
-                        return Ran::Answered(respond(r, Some(&hold.response.headers)));
+                        let base = Some(&hold.response.headers);
+                        return Ran::Answered(respond(r, base, cx.queue));
                     }
                     Some(r) if r.action == Action::Hint && may_retry => {
                         outcome.set(GripOutcome::retry);
@@ -333,5 +346,5 @@ async fn wait(
         }
     };
     outcome.set(ended);
-    Ran::Answered(respond(&hold.response, None))
+    Ran::Answered(respond(&hold.response, None, cx.queue))
 }

@@ -158,13 +158,13 @@ pub fn parse(
         headers: exposed(headers)?,
         body,
     };
-    Ok(Instruction::Hold(checked(Hold {
+    checked(Hold {
         mode,
         channels,
         timeout,
         keep_alive,
         response,
-    })?))
+    })
 }
 
 /// `key=value`, the value unquoted.
@@ -220,7 +220,7 @@ fn exposed(headers: &HeaderMap) -> Result<HeaderMap, InstructError> {
             && !is_framing(name)
             && allow.as_ref().is_none_or(|a| a.contains(name));
         if keep {
-            out.append(name.clone(), value.clone());
+            out.append(name.clone(), format::owned(value));
         }
     }
     Ok(out)
@@ -385,17 +385,17 @@ fn parse_json(body: &[u8]) -> Result<Instruction, InstructError> {
             Some(keep_alive(chunk.content, timeout, interval)?)
         }
     };
-    Ok(Instruction::Hold(checked(Hold {
+    checked(Hold {
         mode,
         channels,
         timeout,
         keep_alive,
         response,
-    })?))
+    })
 }
 
 /// The rules both forms share.
-fn checked(hold: Hold) -> Result<Hold, InstructError> {
+fn checked(hold: Hold) -> Result<Instruction, InstructError> {
     if hold.channels.is_empty() {
         return Err(bad("a hold needs at least one channel (Grip-Channel)"));
     }
@@ -409,7 +409,7 @@ fn checked(hold: Hold) -> Result<Hold, InstructError> {
     if names.windows(2).any(|w| w[0] == w[1]) {
         return Err(bad("a channel is named twice"));
     }
-    Ok(hold)
+    Ok(Instruction::Hold(hold))
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ const MARK_TRIES: usize = 3;
 fn fallback(cursor: Cursor) -> Timestamp {
     match cursor {
         Cursor::After(t) => t,
-        Cursor::Oldest | Cursor::AfterId(_) => Timestamp(0),
+        Cursor::Oldest | Cursor::AfterId(_) | Cursor::Newest => Timestamp(0),
     }
 }
 

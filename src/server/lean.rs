@@ -112,7 +112,8 @@ pub async fn serve(
         };
         let keep_alive = keep_alive && !shutdown.is_cancelled();
         let written = Box::pin(write::answer(
-            &stream,
+            &mut stream,
+            &mut buf,
             resp,
             version,
             head_only,

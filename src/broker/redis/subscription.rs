@@ -57,6 +57,15 @@ impl Subscription {
         match cursor {
             Cursor::Oldest => self.read_after(Timestamp(0), max, false, buffer, now).await,
             Cursor::After(t) => self.read_after(t, max, true, buffer, now).await,
+            // Not indexed from the end here: the whole history, its tail kept.
+            Cursor::Newest => {
+                let mut all = self
+                    .read_after(Timestamp(0), usize::MAX, false, buffer, now)
+                    .await?;
+                let skip = all.messages.len().saturating_sub(max);
+                all.messages.drain(..skip);
+                Ok(all)
+            }
             // Ids are not indexed in Redis: look for it in the history.
             Cursor::AfterId(id) => {
                 let all = self

@@ -1,6 +1,7 @@
 //! Writing an answer on the lean path: the head and, for nearly every poll
 //! answer, the body in one buffer and one system call; a larger body frame
-//! by frame, each write bounded by `server.write_timeout`.
+//! by frame, each write bounded by `server.write_timeout`; a body that has
+//! to wait for its next frame (a GRIP stream) gets what is ready out first.
 //!
 //! Framing follows the body: a known length is `Content-Length`; an unknown
 //! one (an authorization app's refusal passed through) is chunked on
@@ -44,9 +45,13 @@ impl From<io::Error> for WriteError {
 }
 
 /// Writes `resp`; returns whether the connection may carry another request
-/// (`keep_alive`, unless the framing needs the close).
+/// (`keep_alive`, unless the framing needs the close). While the body waits
+/// for its next frame, the client is watched: one that leaves ends the
+/// answer (and frees what it held), bytes it sends (a pipelined request)
+/// are kept in `buf`.
 pub(super) async fn answer(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
     resp: Response<Body>,
     version: Version,
     head_only: bool,
@@ -73,7 +78,12 @@ pub(super) async fn answer(
     });
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    // A reason phrase set on purpose (a GRIP app's `Grip-Status`) goes out
+    // as set; otherwise the standard one.
+    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        Some(reason) => out.extend_from_slice(reason.as_bytes()),
+        None => out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes()),
+    }
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH
@@ -114,7 +124,24 @@ pub(super) async fn answer(
     let mut written: u64 = 0;
     let mut pending = Some(out);
     loop {
-        let frame = match body.frame().await {
+        // What is ready joins the head; when the body must wait (a stream
+        // whose next chunk has not come), what is held back goes out first.
+        let ready = futures_util::FutureExt::now_or_never(body.frame());
+        let next = match ready {
+            Some(next) => next,
+            None => {
+                if let Some(head) = pending.take() {
+                    write_all(stream, &head, timeout).await?;
+                }
+                tokio::select! {
+                    next = body.frame() => next,
+                    super::Closed(_) = super::closed(stream, buf) => {
+                        return Err(WriteError::Io(io::ErrorKind::ConnectionAborted.into()));
+                    }
+                }
+            }
+        };
+        let frame = match next {
             None => break,
             Some(Ok(frame)) => frame,
             Some(Err(_)) => {
@@ -273,8 +300,10 @@ mod tests {
             .unwrap();
         let asked = tokio::spawn(async move { send.send_request(req).await });
         // The request itself is not read here: the writer answers blind.
+        let mut server = server;
         let kept = answer(
-            &server,
+            &mut server,
+            &mut Vec::new(),
             resp,
             version,
             head_only,
