@@ -126,7 +126,8 @@ impl Broker {
     }
 
     /// The clock that stamps messages (Redis's, for the Redis broker): a
-    /// cursor taken from it is exact whatever this host's clock says.
+    /// cursor taken from it does not depend on this host's clock (with
+    /// Redis Cluster, on the nodes' clocks agreeing).
     ///
     /// # Errors
     /// [`BrokerError::Unavailable`] when the back end cannot be reached.

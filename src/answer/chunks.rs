@@ -48,16 +48,14 @@ impl ChunkSender {
     /// # Errors
     /// [`BodyGone`] when the body has been dropped.
     pub async fn send(&self, chunk: Bytes) -> Result<(), BodyGone> {
-        let n = chunk.len();
+        // Counted in only once it is sure to go: a send cancelled while it
+        // waits for room leaves nothing counted behind.
+        let permit = self.tx.reserve().await.map_err(|_| BodyGone)?;
         if let Some(q) = &self.queue {
-            q.add(n);
+            q.add(chunk.len());
         }
-        self.tx.send(chunk).await.map_err(|_| {
-            if let Some(q) = &self.queue {
-                q.leave(n);
-            }
-            BodyGone
-        })
+        permit.send(chunk);
+        Ok(())
     }
 
     /// Resolves when the body has been dropped.

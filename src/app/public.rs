@@ -56,11 +56,12 @@ fn lean_request(shared: &Arc<Shared>, req: LeanRequest, conn: ConnInfo) -> Optio
         .routes
         .find(req.method(), request_host(&req), req.uri().path());
     let route = match found {
+        Ok(route) if matches!(route.action, RouteAction::Poll(_)) => route.clone(),
+        // A GRIP route's GET may be held; anything else there is an app's
+        // answer passed through, which hyper frames (HEAD, 204, 304...).
         Ok(route)
-            if matches!(
-                route.action,
-                RouteAction::Poll(_) | RouteAction::Proxy { grip: Some(_), .. }
-            ) =>
+            if req.method() == http::Method::GET
+                && matches!(route.action, RouteAction::Proxy { grip: Some(_), .. }) =>
         {
             route.clone()
         }

@@ -674,3 +674,21 @@ async fn a_client_that_leaves_a_quiet_stream_frees_its_place() {
     .await;
     pg.stop().await;
 }
+
+#[tokio::test]
+async fn pass_through_answers_keep_their_framing_on_every_method() {
+    let app = crate::support::Upstream::start("app").await;
+    let pg = Pollgate::start(&instructing_yaml(app.addr)).await;
+    let head = client::send(
+        Request::head(pg.url("/instruct?body=hello"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.headers["content-length"], "5", "{:?}", head.headers);
+    assert_eq!(head.body, "");
+    let get = get(&pg, "/instruct?body=hello").await;
+    assert_eq!((get.status, get.body.as_str()), (StatusCode::OK, "hello"));
+    pg.stop().await;
+}

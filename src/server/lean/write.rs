@@ -59,7 +59,15 @@ pub(super) async fn answer(
     timeout: std::time::Duration,
 ) -> Result<bool, WriteError> {
     let (parts, mut body) = resp.into_parts();
+    // 1xx, 204 and 304 have no body, whatever the answer carries (RFC 9110);
+    // a 304 keeps the length its app gave, as hyper does.
+    let status = parts.status;
+    let bodiless = status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    let head_only = head_only || bodiless;
     let framing = match (body.size_hint().exact(), version) {
+        _ if bodiless => Framing::Length(0),
         (Some(n), _) => Framing::Length(n),
         (None, Version::HTTP_11) => Framing::Chunked,
         (None, _) => Framing::Close,
@@ -86,9 +94,11 @@ pub(super) async fn answer(
     }
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
+        let own_length = status == http::StatusCode::NOT_MODIFIED && name == header::CONTENT_LENGTH;
+        if !own_length
+            && (name == header::CONTENT_LENGTH
+                || name == header::TRANSFER_ENCODING
+                || name == header::CONNECTION)
         {
             continue;
         }
@@ -103,6 +113,7 @@ pub(super) async fn answer(
         out.extend_from_slice(b"\r\n");
     }
     match framing {
+        _ if bodiless => {}
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
