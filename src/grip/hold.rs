@@ -77,6 +77,13 @@ impl Outcome {
 impl Drop for Outcome {
     fn drop(&mut self) {
         self.metrics.grip_ended(self.mode, self.outcome);
+        // The access log has the request; this line says how its hold went.
+        tracing::debug!(
+            target: "pollgate::grip",
+            mode = ?self.mode,
+            outcome = ?self.outcome,
+            "GRIP hold ended"
+        );
     }
 }
 
