@@ -11,6 +11,9 @@
 #   ROUNDS=3 SCENARIOS="b c d" benches/compare.sh   # each figure the median of 3 rounds
 #   SET=grip benches/compare.sh            # GRIP: the same GRIP backend behind
 #                                          # pollgate (`grip:` route) and Pushpin, a b c
+#   SET=sse benches/compare.sh             # event streams: pollgate-sse beside Nchan's
+#                                          # EventSource subscriber (nchan-es), and
+#                                          # pollgate's own long polls, a b c
 #
 # SET=grip runs pollgate-grip (pollgate with a `grip:` route in front of the
 # load tool's GRIP backend, items published with EPCP) beside Pushpin in front
@@ -32,7 +35,7 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/target/bench-compare}
 RUN=${RUN:-/tmp/pollgate-compare}
 SET=${SET:-all}
-if [ "$SET" = grip ]; then
+if [ "$SET" = grip ] || [ "$SET" = sse ]; then
     SCENARIOS=${SCENARIOS:-"a b c"}
 else
     SCENARIOS=${SCENARIOS:-"a b c d"}
@@ -125,6 +128,17 @@ for s in $SCENARIOS; do
         bench --scenarios "$s" --target pollgate-grip
         pushpin_grip pushpin none
         pushpin_grip pushpin-prev-id grip
+        continue
+    fi
+    if [ "$SET" = sse ]; then
+        bench --scenarios "$s" --target pollgate-sse --sse
+        bench --scenarios "$s"                               # pollgate's long polls
+        start_nchan
+        sleep 0.5
+        bench --scenarios "$s" --target nchan-es --sse --pids "$(tree $PID | xargs)" \
+            --poll-url 'http://127.0.0.1:8100/sub_es/{channel}' \
+            --pub-url 'http://127.0.0.1:8101/pub/{channel}'
+        stop $PID
         continue
     fi
     bench --scenarios "$s"                                   # server.threads: one per core

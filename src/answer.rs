@@ -6,10 +6,12 @@
 
 mod chunks;
 mod frames;
+mod handed;
 mod queue;
 
-pub use chunks::{chunks, BodyGone, ChunkSender, Chunks};
+pub use chunks::{chunks, BodyGone, ChunkSender, ChunkSlot, Chunks};
 pub use frames::Frames;
+pub use handed::Handed;
 pub use queue::{QueueClosed, SendQueue};
 
 use std::sync::Arc;

@@ -357,3 +357,46 @@ pub const GRIP_ID_CACHE_MAX: usize = 100_000;
 /// GRIP: stream items waiting for a slow client before the stream stops
 /// reading the broker (the write deadline then closes a client that never reads).
 pub const GRIP_STREAM_QUEUE: usize = 16;
+
+/// `poll.sse_heartbeat`: an event stream with nothing sent for this long
+/// gets a comment line, so proxies and load balancers that cut idle
+/// connections (nginx's `proxy_read_timeout` is 60 s, AWS ALB's idle
+/// timeout 60 s) keep it. The JavaScript client also reads a stream with
+/// nothing in its first interval as one a proxy buffers.
+pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// `poll.sse_max_duration`: a stream then ends cleanly and the client
+/// reconnects with its `Last-Event-ID` (to whichever instance the load
+/// balancer picks: streams rebalance). Each stream ends somewhere in the
+/// last tenth of it, so streams opened together do not reconnect together.
+pub const SSE_MAX_DURATION: Duration = Duration::from_secs(600);
+
+/// `retry:` sent at the start of every event stream: how long `EventSource`
+/// waits before reconnecting after a stream ends (browsers default to ~3 s).
+pub const SSE_RETRY: Duration = Duration::from_secs(2);
+
+/// Messages an event stream reads from the buffer at once (catching up
+/// after a reconnect): sent as one chunk, within `poll.max_batch_bytes`.
+pub const SSE_READ_BATCH: usize = 100;
+
+/// `poll.sse_heartbeat` may not be shorter: each beat is a write per
+/// stream, and a tiny interval would be a busy loop.
+pub const SSE_HEARTBEAT_MIN: Duration = Duration::from_millis(100);
+
+/// `poll.sse_max_duration` may not be shorter: a stream that ends at once
+/// only makes its client reconnect.
+pub const SSE_MAX_DURATION_MIN: Duration = Duration::from_secs(1);
+
+/// Neither SSE duration may be longer (a week, as `grip.stream_max`).
+pub const SSE_DURATION_LIMIT: Duration = GRIP_STREAM_MAX_LIMIT;
+
+/// The most an event stream hands the connection at once (a chunk of
+/// events, at least one whole event): on HTTP/2, at most this per stream
+/// waits in pollgate for a window, and the connection's send queue bounds
+/// the sum. Catching up runs in chunks of this size.
+pub const SSE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Chunks an HTTP/2 event stream's task may have waiting for the
+/// connection; a chunk that cannot join them within `server.write_timeout`
+/// ends the stream as a slow client's.
+pub const SSE_QUEUE: usize = 2;

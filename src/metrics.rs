@@ -16,7 +16,7 @@ mod families;
 mod labels;
 
 use families::Inner;
-pub use labels::{ClientError, GripMode, GripOutcome, PollOutcome, ResultKind};
+pub use labels::{ClientError, GripMode, GripOutcome, PollOutcome, ResultKind, SseOutcome};
 use labels::{
     ClientErrorLabel, GripLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel,
     ResultLabel, RouteLabel, UpstreamErrorLabel, UpstreamLabel,
@@ -240,6 +240,33 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an event stream on `route` as open until the guard drops.
+    pub fn sse_opened(&self, route: &str) -> SseGuard {
+        let gauge = self
+            .0
+            .sse_open
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .clone();
+        gauge.inc();
+        SseGuard(gauge)
+    }
+
+    /// Events sent, apart from `delivered`: that counts both transports,
+    /// this tells how much of it streams carry.
+    pub fn sse_events(&self, count: u64) {
+        self.0.sse_events.inc_by(count);
+    }
+
+    /// Why a stream ended: `slow_client` is the one an operator acts on.
+    pub fn sse_ended(&self, outcome: SseOutcome) {
+        self.0
+            .sse_ended
+            .get_or_create(&labels::SseLabel { outcome })
+            .inc();
+    }
+
     pub fn trimmed(&self) {
         self.0.trims.inc();
     }
@@ -278,6 +305,15 @@ pub struct AtScrape {
     pub log_lines_dropped: u64,
     /// Connections open now, by listener (each listener's cap knows them).
     pub connections: [(&'static str, usize); 2],
+}
+
+/// Decrements the open-streams gauge on drop.
+pub struct SseGuard(Gauge);
+
+impl Drop for SseGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Decrements the held-polls gauges on drop, whatever ended the poll.

@@ -13,6 +13,7 @@ mod cors;
 mod identity;
 mod params;
 mod render;
+mod sse;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -148,10 +149,19 @@ pub fn handle<'a, B>(
             &head.headers,
             route.cors.as_ref(),
         ))),
-        Method::GET | Method::HEAD => match admit(head, route, rest, &cx) {
-            Ok(ticket) => Step::Admitted(ticket),
-            Err(e) => Step::Answered(Box::new(rejected(e, &cx))),
-        },
+        Method::GET | Method::HEAD => {
+            let stream =
+                head.method == Method::GET && route.sse && sse::wire::wants_stream(&head.headers);
+            let drive = match head.version {
+                http::Version::HTTP_2 => sse::Drive::Task,
+                _ => sse::Drive::Body,
+            };
+            match admit(head, route, rest, &cx, stream) {
+                Ok(ticket) if stream => Step::Stream(ticket, drive),
+                Ok(ticket) => Step::Admitted(ticket),
+                Err(e) => Step::Answered(Box::new(rejected(e, &cx))),
+            }
+        }
         _ => {
             let mut resp = h::error_response(&PollError::Method);
             resp.headers_mut().insert(
@@ -168,6 +178,13 @@ pub fn handle<'a, B>(
                 Ok(resp) => resp,
                 Err(e) => rejected(e, &cx),
             },
+            // Boxed: opening runs once, and a held poll should not carry it.
+            Step::Stream(ticket, drive) => {
+                match Box::pin(sse::open(ticket, drive, route, &cx)).await {
+                    Ok(resp) => resp,
+                    Err(e) => rejected(e, &cx),
+                }
+            }
         };
         if let (Some(cors), Some(origin)) = (route.cors.as_ref(), origin.as_deref()) {
             cors::allow_origin(resp.headers_mut(), cors, origin);
@@ -182,6 +199,8 @@ enum Step {
     /// held poll should not carry a response's size.
     Answered(Box<Response<Body>>),
     Admitted(Ticket),
+    /// Admitted, and asks for an event stream.
+    Stream(Ticket, sse::Drive),
 }
 
 /// An admitted poll: what holding it needs (its channel is its permit's).
@@ -203,9 +222,17 @@ fn admit(
     route: &PollRoute,
     rest: &str,
     cx: &PollContext<'_>,
+    stream: bool,
 ) -> Result<Ticket, PollError> {
     let channel = params::channel(rest)?;
-    let params = params::parse(head.uri.query(), &cx.config.poll)?;
+    let mut params = params::parse(head.uri.query(), &cx.config.poll)?;
+    if stream {
+        // A reconnecting `EventSource` names where it stopped; that wins
+        // over the `since` its URL still carries from the first connect.
+        if let Some(cursor) = sse::last_event_id(&head.headers)? {
+            params.cursor = Some(cursor);
+        }
+    }
     let addr = identity::client_addr(cx.peer.addr.ip(), &head.headers, &cx.config.trusted_proxies);
     let source = route.client_id.as_ref().unwrap_or(&cx.config.client_id);
     let client = identity::client_id(source, &head.headers, addr)?;

@@ -42,12 +42,15 @@ pub enum RouteAction {
 }
 
 /// Settings of one poll route.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PollRoute {
     pub cors: Option<Cors>,
     /// Overrides the top-level `client_id`.
     pub client_id: Option<crate::poll::ClientIdSource>,
     pub authorize: Option<Authorize>,
+    /// `poll.sse`: a `GET` that accepts `text/event-stream` is answered
+    /// with an event stream (else every request is a long poll).
+    pub sse: bool,
 }
 
 /// Ask the app whether a client may poll a channel (nginx's auth_request).
@@ -244,7 +247,12 @@ mod tests {
                 "/api/poll/".into(),
                 None,
                 None,
-                RouteAction::Poll(PollRoute::default()),
+                RouteAction::Poll(PollRoute {
+                    cors: None,
+                    client_id: None,
+                    authorize: None,
+                    sse: true,
+                }),
             ),
         ]);
         assert_eq!(target(&table, Method::GET, None, "/api/poll/news"), "poll");

@@ -150,17 +150,76 @@ pub async fn waiter(
                 }
                 CursorKind::None => {}
             }
-            if let (Some(seq), Some(ts)) = (
-                number_after(&body, b"\"seq\":"),
-                number_after(&body, b"\"ts\":"),
-            ) {
-                shared.receipts.lock().push(Receipt {
-                    waiter: id,
-                    seq,
-                    latency_us: arrived.saturating_sub(ts),
-                });
-            }
+            receipt(&shared, id, &body, arrived);
         }
+    }
+}
+
+/// Follows `url` as an event stream (Server-Sent Events) from source
+/// address `src` until `shared.stop`, recording every message; a stream
+/// that ends or breaks is reopened with the last event id seen as
+/// `Last-Event-ID`. `shared.pending` counts streams open (head received).
+pub async fn streamer(id: usize, src: Ipv4Addr, url: String, shared: Arc<Shared>) {
+    let Ok(uri) = url.parse::<Uri>() else {
+        shared.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let mut last_id: Option<HeaderValue> = None;
+    let mut backoff = Backoff::default();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok(mut sender) = connect(src, &uri).await else {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            backoff.wait(id).await;
+            continue;
+        };
+        let mut req = poll_request(&uri, &Cursor::default());
+        req.headers_mut().insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        if let Some(v) = &last_id {
+            req.headers_mut().insert("last-event-id", v.clone());
+        }
+        let resp = match sender.send_request(req).await {
+            Ok(resp) if resp.status().is_success() => resp,
+            _ => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                backoff.wait(id).await;
+                continue;
+            }
+        };
+        backoff = Backoff::default();
+        shared.pending.fetch_add(1, Ordering::AcqRel);
+        let mut body = resp.into_body();
+        let mut pending = Vec::new();
+        while !shared.stop.load(Ordering::Relaxed) {
+            let Some(Ok(frame)) = body.frame().await else {
+                break;
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let arrived = now_us();
+            pending.extend_from_slice(&data);
+            // Whole events only: each ends on a blank line.
+            let Some(end) = pending.windows(2).rposition(|w| w == b"\n\n") else {
+                continue;
+            };
+            for event in pending[..end]
+                .split(|b| *b == b'\n')
+                .collect::<Vec<_>>()
+                .split(|l| l.is_empty())
+            {
+                for line in event {
+                    if let Some(v) = line.strip_prefix(b"id: ") {
+                        last_id = HeaderValue::from_bytes(v).ok();
+                    }
+                }
+                receipt(&shared, id, &event.concat(), arrived);
+            }
+            pending.drain(..end + 2);
+        }
+        shared.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -277,5 +336,20 @@ impl Publisher {
             return Err(format!("publish answered {status}").into());
         }
         Ok(())
+    }
+}
+
+/// Records the message a load-tool answer or event carries (its `seq` and
+/// publish time `ts`), if it carries one.
+fn receipt(shared: &Shared, id: usize, text: &[u8], arrived: u64) {
+    if let (Some(seq), Some(ts)) = (
+        number_after(text, b"\"seq\":"),
+        number_after(text, b"\"ts\":"),
+    ) {
+        shared.receipts.lock().push(Receipt {
+            waiter: id,
+            seq,
+            latency_us: arrived.saturating_sub(ts),
+        });
     }
 }

@@ -130,7 +130,11 @@ async fn connect_waiters(
             .poll_url
             .replace("{channel}", &format!("{tag}x{}", i % channels));
         let src = SOURCES[i % SOURCES.len()];
-        tokio::spawn(client::waiter(i, src, url, target.cursor, shared.clone()));
+        if target.sse {
+            tokio::spawn(client::streamer(i, src, url, shared.clone()));
+        } else {
+            tokio::spawn(client::waiter(i, src, url, target.cursor, shared.clone()));
+        }
     }
     shared
 }

@@ -52,6 +52,10 @@ pub struct TargetArgs {
     /// PIDs whose RSS and CPU count as the server (external targets).
     #[arg(long, value_delimiter = ' ')]
     pub pids: Vec<u32>,
+    /// Waiters open event streams (`Accept: text/event-stream`) instead of
+    /// long polls; for pollgate, on the same poll route.
+    #[arg(long)]
+    pub sse: bool,
     /// Proxied GET URL for scenario d (external targets).
     #[arg(long)]
     pub proxy_url: Option<String>,
@@ -68,6 +72,7 @@ pub struct Target {
     pub pub_url: String,
     pub pub_body: String,
     pub cursor: CursorKind,
+    pub sse: bool,
     pub pids: Vec<u32>,
     pub proxy_url: Option<String>,
     pub backend_url: Option<String>,
@@ -89,6 +94,7 @@ impl Target {
                 pub_url: need(&args.pub_url, "pub-url")?,
                 pub_body: args.pub_body.clone(),
                 cursor: args.cursor,
+                sse: args.sse,
                 pids: args.pids.clone(),
                 proxy_url: args.proxy_url.clone(),
                 backend_url: args.backend_url.clone(),
@@ -115,7 +121,11 @@ impl Target {
             )
         } else {
             (
-                format!("http://{public}/api/poll/{{channel}}?timeout=55"),
+                if args.sse {
+                    format!("http://{public}/api/poll/{{channel}}")
+                } else {
+                    format!("http://{public}/api/poll/{{channel}}?timeout=55")
+                },
                 format!("http://{webhook}/publish/{{channel}}"),
                 args.pub_body.clone(),
                 CursorKind::Pollgate,
@@ -127,6 +137,7 @@ impl Target {
             pub_url,
             pub_body,
             cursor,
+            sse: args.sse,
             pids: vec![child.id()],
             proxy_url: Some(format!("http://{public}/")),
             backend_url: Some(format!("http://{backend}/")),

@@ -1,19 +1,12 @@
 // The chat example in a real browser (Debian's chromium, driven by
 // playwright-core): two pages talk through pollgate, and survive a pollgate
-// restart. Started by `cargo test` (tests/browser.rs), which builds the
+// restart. Started by `cargo test` (tests/it/browser.rs), which builds the
 // binaries, picks free ports and writes the config.
 "use strict";
 const test = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn } = require("node:child_process");
-const net = require("node:net");
-const { chromium } = require("playwright-core");
+const { env, waitPort, start, stop, launch, postMessage: post, sees, record, exactlyOnce } = require("./harness.js");
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`set ${name}`);
-  return v;
-};
 const PG_BIN = env("PG_BIN");
 const APP_BIN = env("APP_BIN");
 const PG_CONFIG = env("PG_CONFIG");
@@ -22,52 +15,16 @@ const HOOK_PORT = Number(env("HOOK_PORT"));
 const APP_PORT = Number(env("APP_PORT"));
 const SHOTS = process.env.SCREENSHOT_DIR;
 
-function listening(port) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1", () => { s.destroy(); resolve(true); });
-    s.on("error", () => resolve(false));
-  });
-}
-
-async function waitPort(port) {
-  for (let i = 0; i < 300; i++) {
-    if (await listening(port)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
-function start(bin, args) {
-  const child = spawn(bin, args, { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
-  return child;
-}
-
-function stop(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve(child.exitCode);
-    child.once("exit", (code) => resolve(code));
-    child.kill("SIGTERM");
-  });
-}
-
 async function say(page, user, text) {
   await page.fill("#user", user);
   await page.fill("#text", text);
   await page.click("button");
 }
 
-async function sees(page, text) {
-  await page.locator("li.message", { hasText: text }).waitFor({ timeout: 15000 });
-}
-
 test("two pages chat through pollgate, across a pollgate restart", async () => {
   const app = start(APP_BIN, ["--listen", `127.0.0.1:${APP_PORT}`, "--webhook", `http://127.0.0.1:${HOOK_PORT}`]);
   let pg = start(PG_BIN, ["--config", PG_CONFIG]);
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     await waitPort(APP_PORT);
     await waitPort(PG_PORT);
@@ -77,7 +34,9 @@ test("two pages chat through pollgate, across a pollgate restart", async () => {
       p.on("console", (m) => console.error(`page: ${m.text()}`));
       p.on("pageerror", (e) => console.error(`page error: ${e.message}`));
       await p.goto(`http://127.0.0.1:${PG_PORT}/`);
+      await record(p);
       await p.locator("#status.connected").waitFor({ timeout: 15000 });
+      await p.waitForFunction(() => client.transport === "sse", null, { timeout: 15000 });
     }
 
     await say(a, "alice", "hello from A");
@@ -90,17 +49,26 @@ test("two pages chat through pollgate, across a pollgate restart", async () => {
     await Promise.all([a, b].map((p) => p.locator("#status:not(.connected)").waitFor({ timeout: 15000 })));
     pg = start(PG_BIN, ["--config", PG_CONFIG]);
     await waitPort(PG_PORT);
+    // Said before the pages are back (the browser waits pollgate's `retry:`
+    // before reconnecting): they get it from the buffer, resuming with
+    // their Last-Event-ID.
+    await post(PG_PORT, "carol", "while you were away");
     await Promise.all([a, b].map((p) => p.locator("#status.connected").waitFor({ timeout: 20000 })));
+    await sees(a, "while you were away");
+    await sees(b, "while you were away");
 
     await say(b, "bob", "after the restart");
     await sees(a, "after the restart");
     await say(a, "alice", "still here");
     await sees(b, "still here");
-    // Every page shows every message exactly once.
+    // Every page shows every message exactly once, and its client delivered
+    // each exactly once (before the page's own de-duplication), still streaming.
     for (const p of [a, b]) {
       const texts = await p.locator("li.message").allTextContents();
-      assert.equal(texts.length, 4, texts.join(" | "));
-      assert.equal(new Set(texts).size, 4);
+      assert.equal(texts.length, 5, texts.join(" | "));
+      assert.equal(new Set(texts).size, 5);
+      await exactlyOnce(p, ["hello from A", "hi A, this is B", "while you were away", "after the restart", "still here"]);
+      assert.equal(await p.evaluate(() => client.transport), "sse");
     }
     if (SHOTS) await b.screenshot({ path: `${SHOTS}/chat.png` });
   } finally {

@@ -97,3 +97,78 @@ test("stop() aborts the held poll at once", async () => {
   await disconnected;
   assert.ok(Date.now() - started < 1000);
 });
+
+// A maintained EventSource for Node (tests/sse), where the browser would
+// have its own.
+const { EventSource } = require(process.env.POLLGATE_EVENTSOURCE);
+
+function collect(client, count) {
+  const got = [];
+  const done = new Promise((resolve) => {
+    client.on("message", (data) => {
+      got.push(data.n);
+      if (got.length === count) resolve(got);
+    });
+  });
+  return done;
+}
+
+test("streams where pollgate does, the cursor carried over from the poll", async () => {
+  const channel = "js-sse-" + Date.now();
+  const client = new PollgateClient({ url: `${BASE}/api/poll/`, channel, timeout: 1, EventSource });
+  const errors = [];
+  client.on("error", (e) => errors.push(e));
+  const done = collect(client, 20);
+  const connected = once(client, "connected");
+  client.start();
+  await connected;
+  // Published while the client moves from its first poll to the stream.
+  for (let n = 0; n < 20; n++) await publish(channel, { n });
+  const got = await done;
+  assert.equal(client.transport, "sse");
+  client.stop();
+  assert.deepEqual(got, Array.from({ length: 20 }, (_, n) => n));
+  assert.deepEqual(errors, []);
+});
+
+test("a route that does not stream is polled, quietly", async () => {
+  const channel = "js-nosse-" + Date.now();
+  const client = new PollgateClient({ url: `${BASE}/plain/poll/`, channel, timeout: 1, EventSource });
+  const errors = [];
+  const events = [];
+  client.on("error", (e) => errors.push(e));
+  client.on("disconnected", () => events.push("disconnected"));
+  const done = collect(client, 5);
+  const connected = once(client, "connected");
+  client.start();
+  await connected;
+  for (let n = 0; n < 5; n++) await publish(channel, { n });
+  const got = await done;
+  assert.equal(client.transport, "poll");
+  client.stop();
+  assert.deepEqual(got, [0, 1, 2, 3, 4]);
+  assert.deepEqual(errors, [], "a refused stream is not an error");
+  assert.deepEqual(events, ["disconnected"], "only stop() disconnects");
+});
+
+test("stop() in a message handler leaves no stream or poll behind", async () => {
+  const channel = "js-stop-in-handler-" + Date.now();
+  await publish(channel, { n: 0 });
+  const client = new PollgateClient({ url: `${BASE}/api/poll/`, channel, since: 0, timeout: 1, EventSource });
+  const got = [];
+  const stopped = new Promise((resolve) => {
+    client.on("message", (data) => {
+      got.push(data.n);
+      client.stop();
+      resolve();
+    });
+  });
+  client.start();
+  await stopped;
+  // What the answer's callback would have started next, it must not have.
+  await new Promise((r) => setImmediate(r));
+  assert.equal(client._es, null, "no event stream opened after stop()");
+  assert.equal(client._timer, null);
+  await publish(channel, { n: 1 });
+  assert.deepEqual(got, [0]);
+});

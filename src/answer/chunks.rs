@@ -20,6 +20,23 @@ pub struct ChunkSender {
     queue: Option<Arc<SendQueue>>,
 }
 
+/// A reserved place in the body's queue.
+pub struct ChunkSlot<'a> {
+    permit: mpsc::Permit<'a, Bytes>,
+    queue: Option<&'a SendQueue>,
+}
+
+impl ChunkSlot<'_> {
+    /// Queues the chunk. Counted in only now: a slot dropped unused (a
+    /// send cancelled while it waited) leaves nothing counted behind.
+    pub fn send(self, chunk: Bytes) {
+        if let Some(q) = self.queue {
+            q.add(chunk.len());
+        }
+        self.permit.send(chunk);
+    }
+}
+
 /// The body: the chunks, in order, as the connection takes them.
 pub struct Chunks {
     rx: mpsc::Receiver<Bytes>,
@@ -48,14 +65,21 @@ impl ChunkSender {
     /// # Errors
     /// [`BodyGone`] when the body has been dropped.
     pub async fn send(&self, chunk: Bytes) -> Result<(), BodyGone> {
-        // Counted in only once it is sure to go: a send cancelled while it
-        // waits for room leaves nothing counted behind.
-        let permit = self.tx.reserve().await.map_err(|_| BodyGone)?;
-        if let Some(q) = &self.queue {
-            q.add(chunk.len());
-        }
-        permit.send(chunk);
+        self.reserve().await?.send(chunk);
         Ok(())
+    }
+
+    /// A place for the next chunk, waiting while `capacity` are waiting:
+    /// for a sender that renders a chunk only once it can go.
+    ///
+    /// # Errors
+    /// [`BodyGone`] when the body has been dropped.
+    pub async fn reserve(&self) -> Result<ChunkSlot<'_>, BodyGone> {
+        let permit = self.tx.reserve().await.map_err(|_| BodyGone)?;
+        Ok(ChunkSlot {
+            permit,
+            queue: self.queue.as_deref(),
+        })
     }
 
     /// Resolves when the body has been dropped.

@@ -30,6 +30,8 @@ pub struct SendQueue {
     filled: Notify,
     /// The connection has ended: nothing more is to be rendered for it.
     closed: AtomicBool,
+    /// It was closed by the stall watch: its client stopped reading.
+    stalled_out: AtomicBool,
 }
 
 /// The connection a queue belonged to has ended.
@@ -45,7 +47,19 @@ impl SendQueue {
             drained: Notify::new(),
             filled: Notify::new(),
             closed: AtomicBool::new(false),
+            stalled_out: AtomicBool::new(false),
         }
+    }
+
+    /// The stall watch is closing the connection: what was waiting on it
+    /// ends as the client's fault (an event stream counts a slow client).
+    pub fn mark_stalled(&self) {
+        self.stalled_out.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection was closed for not reading.
+    pub fn was_stalled(&self) -> bool {
+        self.stalled_out.load(Ordering::Acquire)
     }
 
     /// The connection has ended: requests still waiting for room learn it

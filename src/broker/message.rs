@@ -185,6 +185,9 @@ pub struct Message {
     /// What a transport reads out of `data` (GRIP's item), derived on first
     /// use and shared by every waiter, like `single`.
     pub derived: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+    /// The message as one Server-Sent Event, rendered on first use and
+    /// shared by every stream it goes to (like `single`).
+    pub event: std::sync::OnceLock<Bytes>,
 }
 
 impl Message {
@@ -214,6 +217,7 @@ impl Message {
             data,
             single,
             derived: std::sync::OnceLock::new(),
+            event: std::sync::OnceLock::new(),
         }
     }
 }

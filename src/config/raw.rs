@@ -131,6 +131,7 @@ pub struct RawPollRoute {
     pub cors: Option<RawCors>,
     pub client_id: Option<RawClientId>,
     pub authorize: Option<RawAuthorize>,
+    pub sse: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +150,8 @@ pub struct RawPoll {
     pub default_timeout: Option<Duration>,
     pub max_timeout: Option<Duration>,
     pub max_batch_bytes: Option<ByteSize>,
+    pub sse_heartbeat: Option<Duration>,
+    pub sse_max_duration: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@
 //! references between keys, ranges). The meaning is checked on whatever the
 //! shape stage could read, and keeps quiet about keys it had to drop.
 
+mod poll;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -17,8 +18,8 @@ use super::locate::Lines;
 use super::raw::{RawBrokerKind, RawClientId, RawClientIdFrom, RawConfig, RawTls, RawWebhook};
 use super::shape;
 use super::{
-    BrokerConfig, BufferConfig, ClientIdSource, Config, ConfigError, Limits, PollConfig,
-    ServerConfig, ShutdownConfig, Token, WebhookConfig,
+    BrokerConfig, BufferConfig, ClientIdSource, Config, ConfigError, ServerConfig, ShutdownConfig,
+    Token, WebhookConfig,
 };
 use crate::defaults;
 use routes::Upstreams;
@@ -203,33 +204,6 @@ impl Validator {
         }
     }
 
-    fn poll(&mut self, raw: super::raw::RawPoll) -> PollConfig {
-        let poll = PollConfig {
-            default_timeout: raw
-                .default_timeout
-                .map_or(defaults::POLL_DEFAULT_TIMEOUT, |d| d.0),
-            max_timeout: raw.max_timeout.map_or(defaults::POLL_MAX_TIMEOUT, |d| d.0),
-            max_batch_bytes: raw
-                .max_batch_bytes
-                .map_or(defaults::POLL_MAX_BATCH_BYTES, |b| b.0)
-                .try_into()
-                .unwrap_or(usize::MAX),
-        };
-        if poll.default_timeout > poll.max_timeout {
-            self.fail(
-                "poll.default_timeout",
-                format!(
-                    "is longer than poll.max_timeout ({})",
-                    humantime::format_duration(poll.max_timeout)
-                ),
-            );
-        }
-        if poll.max_batch_bytes == 0 {
-            self.fail("poll.max_batch_bytes", "must be more than 0 bytes");
-        }
-        poll
-    }
-
     fn server(&mut self, raw: super::raw::RawServer, upstreams: &Upstreams) -> ServerConfig {
         let or = |d: Option<super::units::Duration>, default| d.map_or(default, |d| d.0);
         let server = ServerConfig {
@@ -259,30 +233,6 @@ impl Validator {
             );
         }
         server
-    }
-
-    fn limits(&mut self, raw: super::raw::RawLimits) -> Limits {
-        let limits = Limits {
-            max_per_client: raw.max_per_client.unwrap_or(defaults::LIMIT_MAX_PER_CLIENT),
-            max_per_address: raw
-                .max_per_address
-                .unwrap_or(defaults::LIMIT_MAX_PER_ADDRESS),
-            max_per_channel: raw
-                .max_per_channel
-                .unwrap_or(defaults::LIMIT_MAX_PER_CHANNEL),
-            max_total: raw.max_total.unwrap_or(defaults::LIMIT_MAX_TOTAL),
-        };
-        for (key, value) in [
-            ("limits.max_per_client", limits.max_per_client),
-            ("limits.max_per_address", limits.max_per_address),
-            ("limits.max_per_channel", limits.max_per_channel),
-            ("limits.max_total", limits.max_total),
-        ] {
-            if value == 0 {
-                self.fail(key, "must be at least 1");
-            }
-        }
-        limits
     }
 
     fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> Option<SocketAddr> {

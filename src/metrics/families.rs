@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::labels::{
     ClientErrorLabel, GripLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel,
-    ResultLabel, RouteLabel, UpstreamErrorLabel, UpstreamLabel,
+    ResultLabel, RouteLabel, SseLabel, UpstreamErrorLabel, UpstreamLabel,
 };
 
 pub(super) struct Inner {
@@ -39,6 +39,9 @@ pub(super) struct Inner {
     pub(super) shed: Family<UpstreamLabel, Counter>,
     pub(super) limit_refusals: Family<LimitLabel, Counter>,
     pub(super) grip_holds: Family<GripLabel, Counter>,
+    pub(super) sse_open: Family<RouteLabel, Gauge>,
+    pub(super) sse_events: Counter,
+    pub(super) sse_ended: Family<SseLabel, Counter>,
     pub(super) trims: Counter,
     /// Polls held now, all routes. An atomic: it moves twice per poll, and a
     /// `watch` write takes nine locks (hold + drop measured 157 -> 43 ns on
@@ -190,6 +193,24 @@ impl Inner {
             "GRIP holds ended, by mode (response, stream) and outcome",
             Family::<GripLabel, Counter>::default(),
         );
+        let sse_open = registered(
+            &mut registry,
+            "sse_streams",
+            "Event streams open now, by route",
+            Family::<RouteLabel, Gauge>::default(),
+        );
+        let sse_events = registered(
+            &mut registry,
+            "sse_events",
+            "Messages sent as events on event streams",
+            Counter::default(),
+        );
+        let sse_ended = registered(
+            &mut registry,
+            "sse_streams_ended",
+            "Event streams ended, by outcome (max_duration, shutdown, client_gone, slow_client)",
+            Family::<SseLabel, Counter>::default(),
+        );
         let trims = registered(
             &mut registry,
             "memory_trims",
@@ -221,6 +242,9 @@ impl Inner {
             shed,
             limit_refusals,
             grip_holds,
+            sse_open,
+            sse_events,
+            sse_ended,
             trims,
             held_total: AtomicUsize::new(0),
             held_watch: watch::channel(0).0,

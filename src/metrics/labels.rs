@@ -69,6 +69,26 @@ pub enum GripOutcome {
     rejected_limit,
 }
 
+/// How an event stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SseOutcome {
+    /// Reached `poll.sse_max_duration` (the client reconnects).
+    max_duration,
+    /// pollgate shut down.
+    shutdown,
+    /// The client went away.
+    client_gone,
+    /// The client stopped reading: its connection took nothing for
+    /// `server.write_timeout` and was closed.
+    slow_client,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct SseLabel {
+    pub(super) outcome: SseOutcome,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum ResultKind {

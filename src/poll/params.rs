@@ -17,6 +17,10 @@ pub struct PollConfig {
     /// A batch answer stops before the message that would pass this (it
     /// always carries one).
     pub max_batch_bytes: usize,
+    /// Event streams: a comment line after this long with nothing sent.
+    pub sse_heartbeat: Duration,
+    /// Event streams end (cleanly) after at most this long.
+    pub sse_max_duration: Duration,
 }
 
 /// A poll request, validated.
@@ -74,19 +78,10 @@ pub fn parse(query: Option<&str>, config: &PollConfig) -> Result<PollParams, Par
                 reason: "must be a message id (a UUID)",
             }
         })?)),
-        (None, Some(s)) => {
-            let t = seconds(&s)
-                .and_then(Timestamp::from_secs_f64)
-                .ok_or(ParamError::Query {
-                    name: "since",
-                    reason: "must be a timestamp: a number of seconds, 0 or more",
-                })?;
-            Some(if t.0 == 0 {
-                Cursor::Oldest
-            } else {
-                Cursor::After(t)
-            })
-        }
+        (None, Some(s)) => Some(self::since(&s).ok_or(ParamError::Query {
+            name: "since",
+            reason: "must be a timestamp: a number of seconds, 0 or more",
+        })?),
         (None, None) => None,
     };
 
@@ -125,6 +120,17 @@ pub fn parse(query: Option<&str>, config: &PollConfig) -> Result<PollParams, Par
     })
 }
 
+/// A timestamp cursor as `since` (and an event stream's `Last-Event-ID`)
+/// carries it: `0` is the oldest buffered message.
+pub fn since(text: &str) -> Option<Cursor> {
+    let t = seconds(text).and_then(Timestamp::from_secs_f64)?;
+    Some(if t.0 == 0 {
+        Cursor::Oldest
+    } else {
+        Cursor::After(t)
+    })
+}
+
 /// A plain decimal number; "inf", "NaN" and hex are not seconds.
 fn seconds(text: &str) -> Option<f64> {
     let t = text.trim();
@@ -145,6 +151,8 @@ mod tests {
         default_timeout: Duration::from_secs(30),
         max_timeout: Duration::from_secs(60),
         max_batch_bytes: 1024,
+        sse_heartbeat: Duration::from_secs(15),
+        sse_max_duration: Duration::from_secs(600),
     };
 
     fn ok(q: &str) -> PollParams {

@@ -152,7 +152,10 @@ pub(super) async fn watchdog(
     let fault = tokio::select! {
         _ = cut.closed() => return,
         _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
-        _ = state.queue().stalled(settings.write_timeout) => Some(ClientError::write_timeout),
+        _ = state.queue().stalled(settings.write_timeout) => {
+            state.queue().mark_stalled();
+            Some(ClientError::write_timeout)
+        }
         _ = state.rapid_reset() => Some(ClientError::rapid_reset),
         // Idle: HTTP/2 with no stream open for the write deadline (long
         // enough for the tail of the last answer, still in HTTP/2's

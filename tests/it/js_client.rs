@@ -15,10 +15,22 @@ async fn the_javascript_client_passes_its_tests() {
         eprintln!("\n*** SKIPPED: node not found; the JavaScript client was NOT tested ***\n");
         return;
     }
-    let pg = Pollgate::start(&yaml(None, "")).await;
+    // The Node EventSource the streaming tests use (tests/sse, `npm ci`).
+    let eventsource = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sse/node_modules/eventsource/dist/index.cjs");
+    assert!(
+        eventsource.exists(),
+        "run `npm ci` in tests/sse first (.ci/run does)"
+    );
+    let pg = Pollgate::start(
+        "listen: \"127.0.0.1:0\"\nwebhook: { listen: \"127.0.0.1:0\" }\nroutes:\n  \
+         - { prefix: /api/poll/, poll: {} }\n  - { prefix: /plain/poll/, poll: { sse: false } }\n",
+    )
+    .await;
     let env = [
         ("POLLGATE_URL", format!("http://{}", pg.public)),
         ("POLLGATE_WEBHOOK", format!("http://{}", pg.webhook)),
+        ("POLLGATE_EVENTSOURCE", eventsource.display().to_string()),
     ];
-    node_test("examples/client", "pollgate-client.test.js", &env, 5).await;
+    node_test("examples/client", "pollgate-client.test.js", &env, 8).await;
 }

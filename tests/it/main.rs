@@ -24,5 +24,6 @@ mod poll;
 mod proxy;
 mod redis_broker;
 mod reload;
+mod sse;
 mod tls;
 mod webhook;

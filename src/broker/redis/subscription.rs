@@ -96,9 +96,12 @@ impl Subscription {
         now: Timestamp,
     ) -> Result<Read, BrokerError> {
         let known = self.slot.wake.latest();
-        let stale = self.slot.stale.swap(false, Ordering::AcqRel);
         let mut cache = self.slot.cache.lock().await;
-        let usable = !stale && cache.valid && after >= cache.from && known <= cache.upto;
+        // Taken under the lock, and put back unless the fetch completes: a
+        // read that fails or is cancelled (an event stream's client left)
+        // must not leave the next reader serving the stale cache.
+        let stale = StaleFlag::take(&self.slot.stale);
+        let usable = !stale.0 && cache.valid && after >= cache.from && known <= cache.upto;
         if !usable {
             self.fetch(
                 &mut cache,
@@ -108,6 +111,7 @@ impl Subscription {
             )
             .await?;
         }
+        stale.done();
         // The cache may hold messages that have aged past `max_age` since
         // it was filled: they are not served, and a cursor before one of
         // them missed it (this instance's clock; Redis's trims on its own).
@@ -230,5 +234,27 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let (broker, channel) = (&self.broker, &self.channel);
         waiter::leave(&mut self.rx, &self.slot.wake, || broker.release(channel));
+    }
+}
+
+/// The "cache is stale" flag, taken by a read: set again when the read is
+/// dropped before [`StaleFlag::done`].
+struct StaleFlag<'a>(bool, &'a std::sync::atomic::AtomicBool);
+
+impl<'a> StaleFlag<'a> {
+    fn take(flag: &'a std::sync::atomic::AtomicBool) -> StaleFlag<'a> {
+        StaleFlag(flag.swap(false, Ordering::AcqRel), flag)
+    }
+
+    fn done(mut self) {
+        self.0 = false;
+    }
+}
+
+impl Drop for StaleFlag<'_> {
+    fn drop(&mut self) {
+        if self.0 {
+            self.1.store(true, Ordering::Release);
+        }
     }
 }

@@ -233,10 +233,25 @@ impl Validator {
                     .authorize
                     .as_ref()
                     .and_then(|a| self.authorize(&format!("{path}.poll.authorize"), a, upstreams));
+                let sse = poll.sse.unwrap_or(true);
+                let cors = cors.map(|mut c: Cors| {
+                    // A cross-origin `EventSource` reconnects with
+                    // `Last-Event-ID`, which a preflight must allow (a
+                    // listed `allow_headers` would refuse it unnamed).
+                    let listed = c
+                        .allow_headers
+                        .iter()
+                        .any(|h| h.eq_ignore_ascii_case("last-event-id"));
+                    if sse && !c.allow_headers.is_empty() && !listed {
+                        c.allow_headers.push("Last-Event-ID".to_owned());
+                    }
+                    c
+                });
                 Some(RouteAction::Poll(PollRoute {
                     cors,
                     client_id,
                     authorize,
+                    sse,
                 }))
             }
             (Some(_), Some(_)) => {

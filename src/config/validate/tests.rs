@@ -243,3 +243,33 @@ fn grip_routes_are_checked_key_by_key() {
         );
     }
 }
+
+#[test]
+fn sse_durations_are_bounded_and_a_listed_cors_allows_last_event_id() {
+    let e = errors(&format!(
+        "{MINIMAL}poll: {{ sse_heartbeat: 1ms, sse_max_duration: 30d }}\n"
+    ));
+    assert!(e.iter().any(|e| e.contains("poll.sse_heartbeat")), "{e:?}");
+    assert!(
+        e.iter().any(|e| e.contains("poll.sse_max_duration")),
+        "{e:?}"
+    );
+    let cors = |route: &str| {
+        let c = from_yaml(&format!(
+            "listen: \"127.0.0.1:0\"\nwebhook: {{ listen: \"127.0.0.1:0\" }}\nroutes:\n  - {route}\n"
+        ))
+        .unwrap();
+        let route = c.routes.iter().next().unwrap().clone();
+        match &route.action {
+            crate::routes::RouteAction::Poll(p) => p.cors.clone().unwrap().allow_headers,
+            other => panic!("{other:?}"),
+        }
+    };
+    let listed =
+        "{ prefix: /p/, poll: { cors: { allow_origins: [\"*\"], allow_headers: [X-A] } } }";
+    assert_eq!(cors(listed), ["X-A", "Last-Event-ID"]);
+    let echoed = "{ prefix: /p/, poll: { cors: { allow_origins: [\"*\"] } } }";
+    assert!(cors(echoed).is_empty(), "echoes what the browser asks");
+    let no_sse = "{ prefix: /p/, poll: { sse: false, cors: { allow_origins: [\"*\"], allow_headers: [X-A] } } }";
+    assert_eq!(cors(no_sse), ["X-A"]);
+}

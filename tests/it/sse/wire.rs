@@ -1,0 +1,81 @@
+//! The bytes on the wire: negotiation, the opening, gaps, heartbeats.
+
+use super::*;
+
+#[tokio::test]
+async fn only_a_get_asking_for_event_streams_gets_one_and_a_route_can_refuse() {
+    let up = "routes:\n  - { prefix: /api/poll/, poll: {} }\n  - { prefix: /plain/, poll: { sse: false } }\n";
+    let pg = Pollgate::start(&format!(
+        "listen: \"127.0.0.1:0\"\nwebhook: {{ listen: \"127.0.0.1:0\" }}\n{up}"
+    ))
+    .await;
+    let stream = Raw::open(&pg, "/api/poll/neg", &[]).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.headers["content-type"], "text/event-stream");
+    assert_eq!(stream.headers["cache-control"], "no-store");
+    let any = get(&pg.url("/api/poll/neg?timeout=0")).await;
+    assert_eq!(any.headers["content-type"], "application/json");
+    let mut refused = Raw::open(&pg, "/plain/neg?timeout=0", &[]).await;
+    assert_eq!(refused.headers["content-type"], "application/json");
+    let body: Value = serde_json::from_str(refused.read_to_end().await).unwrap();
+    assert_eq!(body["status"], "timeout");
+    let bad = Raw::open(&pg, "/api/poll/neg", &[("last-event-id", "soon")]).await;
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn a_start_older_than_the_buffer_gets_one_gap_event_then_what_is_left() {
+    let pg = Pollgate::start(&yaml(None, "buffer: { max_size: 2 }\n")).await;
+    let mut stamps = Vec::new();
+    for n in 0..5 {
+        stamps.push(stamp(
+            &pg.publish("gap", json!({"n": n})).await["timestamp"],
+        ));
+    }
+    let mut s = Raw::open(&pg, "/api/poll/gap", &[("last-event-id", &stamps[0])]).await;
+    let text = s.until(&format!("id: {}\n", stamps[4])).await.to_owned();
+    let evs = events(&text);
+    assert_retry(evs[0][0]);
+    assert_eq!(evs[0][2], "event: ready");
+    let gap = &evs[1];
+    assert_eq!(gap[1], "event: gap", "{text}");
+    let from = gap[0].strip_prefix("id: ").unwrap();
+    assert!(
+        from < stamps[3].as_str() && from >= stamps[2].as_str(),
+        "{text}"
+    );
+    assert_eq!(evs[2][0], format!("id: {}", stamps[3]));
+    assert_eq!(evs[3][0], format!("id: {}", stamps[4]));
+    assert_eq!(
+        evs.len(),
+        4,
+        "one gap, then only what the buffer has: {text}"
+    );
+    // Resuming from the gap's id is no gap: the stream continues from there.
+    let mut again = Raw::open(&pg, "/api/poll/gap", &[("last-event-id", from)]).await;
+    let text = again.until(&format!("id: {}\n", stamps[4])).await;
+    assert!(!text.contains("event: gap"), "{text}");
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_heartbeats_and_ends_cleanly_at_its_max_duration() {
+    let pg = Pollgate::start(&yaml(
+        None,
+        "poll: { sse_heartbeat: 200ms, sse_max_duration: 1500ms }\n",
+    ))
+    .await;
+    let mut s = Raw::open(&pg, "/api/poll/idle", &[]).await;
+    s.until("\n:\n\n:\n\n").await;
+    let text = s.read_to_end().await.to_owned();
+    assert_retry(text.lines().next().unwrap_or_default());
+    let beats = text.matches(":\n\n").count();
+    assert!(
+        (3..=9).contains(&beats),
+        "{beats} heartbeats in ~1.4 s: {text}"
+    );
+    pg.metric_reaches(
+        "pollgate_sse_streams_ended_total{outcome=\"max_duration\"}",
+        1.0,
+    )
+    .await;
+}
