@@ -247,6 +247,17 @@ impl Subscription {
         }
     }
 
+    /// Whether the channel was announced to have changed since this
+    /// subscription last woke: when it has not, a reader that had read
+    /// everything there was has nothing new to read (a message is stored
+    /// before it is announced).
+    pub fn has_changed(&mut self) -> bool {
+        waiter::has_changed(match self {
+            Subscription::Memory(s) => s.wake(),
+            Subscription::Redis(s) => s.wake(),
+        })
+    }
+
     /// Resolves when the channel may have new messages. Not an `async fn`:
     /// both back ends wait on the same kind of receiver, and a held poll
     /// carries this future, so it adds no layer of its own.

@@ -152,6 +152,13 @@ pub(super) fn leave(
     }
 }
 
+/// Whether a waiter's wakeup channel changed since it last woke (`true`
+/// when it cannot tell: the caller then reads).
+pub(super) fn has_changed(rx: &mut Option<watch::Receiver<Timestamp>>) -> bool {
+    rx.as_ref()
+        .is_none_or(|rx| rx.has_changed().unwrap_or(true))
+}
+
 /// Waits for the next change of a waiter's wakeup channel. The sender lives
 /// in the slot the waiter holds, so it cannot close while we wait; `None`
 /// (a subscription being dropped) waits forever.

@@ -103,6 +103,7 @@ pub(super) async fn open(
     let queue = cx.queue.cloned();
     let stream = Sse {
         opened: false,
+        caught_up: false,
         sub,
         cursor,
         buffer,
@@ -163,6 +164,8 @@ fn spread(d: Duration) -> Duration {
 /// One open stream: its place under the limits, its subscription, its
 /// cursor, and one timer for the next heartbeat or the end.
 struct Sse {
+    /// The last read sent everything the channel had (see `next`).
+    caught_up: bool,
     /// Whether the first chunk went out (rendered when asked for, not
     /// kept in the stream).
     opened: bool,
@@ -205,15 +208,22 @@ impl Sse {
             let retry = SSE_RETRY + spread(SSE_RETRY / 2);
             return Some(self.hand(wire::opening(retry, self.cursor)));
         }
+        // Just woken by the select below, which looked at shutdown and the
+        // end first (biased): no need to look again (each look at the
+        // shutdown token takes its lock: measured, 4 % of a fan-out).
+        let mut woken = false;
         loop {
-            // Checked before every read, not only when idle: a stream that
-            // always finds something (a backlog, a busy channel) still ends.
-            if self.shutdown.as_mut().now_or_never().is_some() {
-                return self.end(SseOutcome::shutdown);
+            // Checked before a read that does not follow a wait: a stream
+            // that always finds something (a backlog, a busy channel) ends.
+            if !woken {
+                if self.shutdown.as_mut().now_or_never().is_some() {
+                    return self.end(SseOutcome::shutdown);
+                }
+                if Instant::now() >= self.until {
+                    return self.end(SseOutcome::max_duration);
+                }
             }
-            if Instant::now() >= self.until {
-                return self.end(SseOutcome::max_duration);
-            }
+            let after_wait = std::mem::take(&mut woken);
             if let Some(queue) = self.queue.as_ref().filter(|q| q.is_full()) {
                 // Other answers on this connection wait to be taken: add
                 // nothing to them (the connection's bound holds).
@@ -221,14 +231,23 @@ impl Sse {
                     biased;
                     _ = self.shutdown.as_mut() => return self.end(SseOutcome::shutdown),
                     room = queue.room() => if room.is_err() {
-                        return self.end(SseOutcome::client_gone);
+                        // The connection ended (closed for not reading, or
+                        // the client left).
+                        let gone = self.gone();
+                        return self.end(gone);
                     },
                     _ = tokio::time::sleep_until(self.until) => {}
                 }
                 continue;
             }
-            if let Some(chunk) = self.read().await {
-                return Some(self.hand(chunk));
+            // Asked again after a chunk, with everything read and nothing
+            // announced since: straight to waiting (a fan-out's every
+            // delivery would otherwise read the buffer once for nothing).
+            let idle = !after_wait && self.caught_up && !self.sub.has_changed();
+            if !idle {
+                if let Some(chunk) = self.read().await {
+                    return Some(self.hand(chunk));
+                }
             }
             tokio::select! {
                 biased;
@@ -246,7 +265,7 @@ impl Sse {
                         return Some(self.hand(Bytes::from_static(wire::HEARTBEAT)));
                     }
                 }
-                _ = self.sub.changed() => {}
+                _ = self.sub.changed() => woken = true,
             }
         }
     }
@@ -293,10 +312,14 @@ impl Sse {
                 // The stream stays open: the broker wakes every waiter when
                 // it is back, and the heartbeat keeps the stream alive.
                 self.metrics.broker_error();
+                self.caught_up = false;
                 return None;
             }
         };
         let sent = super::render::fitting(&read.messages, self.max_batch_bytes);
+        // All there was, sent: the next read can wait for an announcement.
+        self.caught_up =
+            !read.gap && sent.len() == read.messages.len() && read.messages.len() < SSE_READ_BATCH;
         let gap = read.gap.then(|| match sent.first() {
             // Continues right before the first message still there.
             Some(first) => Timestamp(first.timestamp.0.saturating_sub(1)),

@@ -140,7 +140,12 @@ pub(super) async fn answer(
     loop {
         // What is ready joins the head; when the body must wait (a stream
         // whose next chunk has not come), what is held back goes out first.
-        let ready = futures_util::FutureExt::now_or_never(body.frame());
+        // Looked at once more only while the head waits to be joined: an
+        // event stream would otherwise be polled twice per event.
+        let ready = match pending {
+            Some(_) => futures_util::FutureExt::now_or_never(body.frame()),
+            None => None,
+        };
         let next = match ready {
             Some(next) => next,
             None => {

@@ -254,3 +254,93 @@ fn assert_ended_by_shutdown(metrics: &pollgate::metrics::Metrics) {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_http2_client_that_stops_reading_its_socket_is_counted_as_slow() {
+    let pg = Pollgate::start(
+        "listen: \"127.0.0.1:0\"\nwebhook: { listen: \"127.0.0.1:0\", max_body: 2MiB }\nroutes:\n  - { prefix: /api/poll/, poll: {} }\nserver: { write_timeout: 1s }\n",
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(pg.public).await.unwrap();
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let io = Freezable {
+        io: tcp,
+        frozen: frozen.clone(),
+    };
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut s = h2_stream(&send, "http://localhost/api/poll/frozen").await;
+    s.until("event: ready").await;
+    // From now on the client reads nothing from its socket (its windows
+    // stay open: only the connection's write deadline can find it).
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    // 16 MiB: more than the socket buffers and HTTP/2's windows take.
+    let big = "x".repeat(1 << 20);
+    for _ in 0..16 {
+        pg.publish("frozen", json!({ "big": big })).await;
+    }
+    pg.metric_reaches(
+        "pollgate_sse_streams_ended_total{outcome=\"slow_client\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        pg.metric("pollgate_client_errors_total{kind=\"write_timeout\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        pg.metric("pollgate_sse_streams_ended_total{outcome=\"client_gone\"}")
+            .await,
+        0.0
+    );
+}
+
+/// An I/O whose reads stop for good once `frozen` is set (a client whose
+/// process stopped reading its socket); writes go on.
+struct Freezable<T> {
+    io: T,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Freezable<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Freezable<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
