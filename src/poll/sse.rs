@@ -265,7 +265,12 @@ impl Sse {
                         return Some(self.hand(Bytes::from_static(wire::HEARTBEAT)));
                     }
                 }
-                _ = self.sub.changed() => woken = true,
+                _ = self.sub.changed() => {
+                    // Announced: read, even if a wait for room comes first
+                    // (the announcement is spent once `changed` returns).
+                    woken = true;
+                    self.caught_up = false;
+                }
             }
         }
     }

@@ -23,6 +23,9 @@ pub(super) struct Cache {
     /// Every message with `from < ts <= upto` is in `messages`.
     pub(super) from: Timestamp,
     pub(super) upto: Timestamp,
+    /// `upto` was the channel's head when fetched; otherwise the fetch
+    /// stopped at its count and Redis holds more after `upto`.
+    pub(super) complete: bool,
     pub(super) messages: VecDeque<Arc<Message>>,
     pub(super) epoch: Timestamp,
     pub(super) lost: Timestamp,
@@ -101,7 +104,15 @@ impl Subscription {
         // read that fails or is cancelled (an event stream's client left)
         // must not leave the next reader serving the stale cache.
         let stale = StaleFlag::take(&self.slot.stale);
-        let usable = !stale.0 && cache.valid && after >= cache.from && known <= cache.upto;
+        // A reader at the end of an incomplete fetch reads Redis again: what
+        // follows was never announced to this instance (a catch-up of more
+        // than one batch on a quiet channel would otherwise wait for the
+        // next publish).
+        let usable = !stale.0
+            && cache.valid
+            && after >= cache.from
+            && known <= cache.upto
+            && (cache.complete || after < cache.upto);
         if !usable {
             self.fetch(
                 &mut cache,
@@ -190,6 +201,7 @@ impl Subscription {
             } else {
                 messages.back().map_or(head, |m| m.timestamp)
             },
+            complete,
             messages,
             epoch: Timestamp(num(fields.get(1))),
             lost: Timestamp(num(fields.get(2))),

@@ -79,3 +79,32 @@ async fn an_idle_stream_gets_heartbeats_and_ends_cleanly_at_its_max_duration() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_catch_up_longer_than_one_read_arrives_whole_on_redis() {
+    let Some(url) = redis::shared_url().await else {
+        return;
+    };
+    let pg = Pollgate::start(&yaml(None, &redis::broker_yaml(&url, &redis::prefix()))).await;
+    pg.metric_reaches("pollgate_broker_up", 1.0).await;
+    // 250 messages on a channel nobody here waits on: more than one read
+    // (100) brings, and nothing will be published after them.
+    let mut last = String::new();
+    for n in 0..250 {
+        last = stamp(&pg.publish("long", json!({ "n": n })).await["timestamp"]);
+    }
+    let mut s = Raw::open(&pg, "/api/poll/long?since=0", &[]).await;
+    let text = s.until(&format!("id: {last}\n")).await;
+    assert_eq!(text.matches("event: message").count(), 250);
+    // The same for long polls: three batches of at most 100, in a row.
+    let mut since = "0".to_owned();
+    let mut got = 0;
+    while got < 250 {
+        let r = get(&pg.url(&format!("/api/poll/long?since={since}&max=100&timeout=5"))).await;
+        let body = r.json();
+        assert_eq!(body["status"], "messages", "after {got}: {body}");
+        got += body["count"].as_u64().unwrap();
+        since = stamp(&body["timestamp"]);
+    }
+    assert_eq!(got, 250);
+}
