@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use pollgate::config::Config;
 use pollgate::logging::Format as LogFormat;
 use tokio::sync::Notify;
@@ -67,6 +67,14 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8081/readyz")]
         url: String,
     },
+    /// Print a shell completion script, e.g.
+    /// `pollgate completions bash > /etc/bash_completion.d/pollgate`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `pollgate man > pollgate.1`.
+    Man,
     /// Follow a channel: print each message as a JSON line, across reconnects.
     Tail {
         /// The poll route's base URL of a running pollgate.
@@ -100,6 +108,25 @@ fn main() -> ExitCode {
             channel,
         } => tail(&url, &channel, since),
         Command::Probe { url } => probe(&url),
+        // Both from the flags' own definitions: they cannot drift from them.
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pollgate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pollgate man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => {
             pollgate::logging::init(cli.log_format);
             let code = run(cli.config);

@@ -101,3 +101,52 @@ fn help_and_version() {
     let out = pollgate().arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn the_bash_completion_loads_in_bash_and_completes_subcommands_and_shells() {
+    let out = pollgate().args(["completions", "bash"]).output().unwrap();
+    assert_ok(&out);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pollgate.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // What bash does on `pollgate ch<TAB>` and `pollgate completions <TAB>`.
+    let probe = format!(
+        "set -e; source {}; complete -p pollgate; \
+         COMP_WORDS=(pollgate ch); COMP_CWORD=1; _pollgate pollgate ch pollgate; echo \"[${{COMPREPLY[*]}}]\"; \
+         COMP_WORDS=(pollgate completions ''); COMP_CWORD=2; _pollgate pollgate '' completions; echo \"[${{COMPREPLY[*]}}]\"",
+        script.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &probe])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("-F _pollgate pollgate"), "{text}");
+    assert!(text.contains("[check]"), "{text}");
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(text.contains(shell), "{shell} not offered: {text}");
+    }
+}
+
+#[test]
+fn zsh_and_fish_completions_and_the_man_page_come_from_the_same_flags() {
+    for shell in ["zsh", "fish"] {
+        let out = pollgate().args(["completions", shell]).output().unwrap();
+        assert_ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("publish") && text.contains("config"),
+            "{shell}: {text}"
+        );
+    }
+    let out = pollgate().arg("man").output().unwrap();
+    assert_ok(&out);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH pollgate 1"), "{page}");
+    for sub in ["check", "publish", "tail", "probe", "completions"] {
+        assert!(page.contains(sub), "{sub} missing from the man page");
+    }
+    let bad = pollgate().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "clap's usage error");
+}
