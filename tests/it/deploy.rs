@@ -67,3 +67,89 @@ async fn probe_succeeds_on_200_and_fails_otherwise() {
         .unwrap();
     assert_eq!(bad.code(), Some(1));
 }
+
+#[test]
+fn the_prometheus_alerts_pass_promtool() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("POLLGATE_REQUIRE_PROMTOOL").is_err(),
+            "promtool is required but not installed"
+        );
+        eprintln!("\n*** SKIPPED: no promtool: deploy/prometheus/alerts.yml was NOT checked ***\n");
+        return;
+    }
+    let out = Command::new("promtool")
+        .args(["check", "rules", "deploy/prometheus/alerts.yml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("SUCCESS: 6 rules found"), "{text}");
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_alerts_name_is_served() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    let served = get(&pg.hook("/metrics")).await.body;
+    // The series a family is scraped as (`# TYPE name kind`): a counter
+    // as `name_total`, a histogram as its buckets, sum and count.
+    let mut names = std::collections::BTreeSet::new();
+    for line in served.lines() {
+        let mut words = line.strip_prefix("# TYPE ").unwrap_or_default().split(' ');
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for part in ["bucket", "sum", "count"] {
+                    names.insert(format!("{name}_{part}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    let dashboard = std::fs::read_to_string("deploy/grafana/pollgate-dashboard.json").unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let panels = parsed["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            assert!(
+                target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                "{panel}"
+            );
+        }
+    }
+    let alerts = std::fs::read_to_string("deploy/prometheus/alerts.yml").unwrap();
+    for (file, text) in [("dashboard", &dashboard), ("alerts", &alerts)] {
+        let used = metric_names(text);
+        assert!(used.len() >= 6, "{file}: {used:?}");
+        for name in used {
+            assert!(
+                names.contains(&name),
+                "{file} uses {name}, which /metrics does not serve"
+            );
+        }
+    }
+}
+
+/// Every `pollgate_...` name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("pollgate_")
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
