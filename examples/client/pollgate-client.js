@@ -300,5 +300,9 @@
     }
   };
 
+  // `require("pollgate-client")` is the class itself; `.PollgateClient` and
+  // `.default` name it too, as the type declarations and the ES module do.
+  PollgateClient.PollgateClient = PollgateClient;
+  PollgateClient.default = PollgateClient;
   return PollgateClient;
 });
