@@ -375,6 +375,14 @@ pub const SSE_MAX_DURATION: Duration = Duration::from_secs(600);
 /// waits before reconnecting after a stream ends (browsers default to ~3 s).
 pub const SSE_RETRY: Duration = Duration::from_secs(2);
 
+/// Each stream's `retry:` is `SSE_RETRY` plus up to this much, so clients
+/// whose streams ended together (shutdown) come back apart.
+pub const SSE_RETRY_SPREAD: Duration = Duration::from_secs(1);
+
+/// Each stream ends up to `poll.sse_max_duration / SSE_END_SPREAD` early,
+/// so streams opened together end (and reconnect) apart.
+pub const SSE_END_SPREAD: u32 = 10;
+
 /// Messages an event stream reads from the buffer at once (catching up
 /// after a reconnect): sent as one chunk, within `poll.max_batch_bytes`.
 pub const SSE_READ_BATCH: usize = 100;

@@ -97,10 +97,8 @@ pub async fn waiter(
     let mut cursor = Cursor::default();
     let mut backoff = Backoff::default();
     while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(mut sender) = connect(src, &uri).await else {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
-            backoff.wait(id).await;
-            continue;
+        let Some(mut sender) = connected(id, src, &uri, &shared, &mut backoff).await else {
+            break;
         };
         while !shared.stop.load(Ordering::Relaxed) {
             // A server may close a keep-alive connection between two polls:
@@ -167,10 +165,8 @@ pub async fn streamer(id: usize, src: Ipv4Addr, url: String, shared: Arc<Shared>
     let mut last_id: Option<HeaderValue> = None;
     let mut backoff = Backoff::default();
     while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(mut sender) = connect(src, &uri).await else {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
-            backoff.wait(id).await;
-            continue;
+        let Some(mut sender) = connected(id, src, &uri, &shared, &mut backoff).await else {
+            break;
         };
         let mut req = poll_request(&uri, &Cursor::default());
         req.headers_mut().insert(
@@ -238,6 +234,27 @@ impl Backoff {
         let spread = ((now_us() as usize ^ id.wrapping_mul(2_654_435_761)) % 1000) as f64 / 2000.0;
         tokio::time::sleep(Duration::from_secs_f64(base * (1.0 + spread))).await;
     }
+}
+
+/// A connection to `uri`, retried with backoff (each failure counted as an
+/// error) until one opens; `None` once the run stops.
+async fn connected(
+    id: usize,
+    src: Ipv4Addr,
+    uri: &Uri,
+    shared: &Shared,
+    backoff: &mut Backoff,
+) -> Option<http1::SendRequest<Empty<Bytes>>> {
+    while !shared.stop.load(Ordering::Relaxed) {
+        match connect(src, uri).await {
+            Ok(sender) => return Some(sender),
+            Err(_) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                backoff.wait(id).await;
+            }
+        }
+    }
+    None
 }
 
 async fn connect(src: Ipv4Addr, uri: &Uri) -> Result<http1::SendRequest<Empty<Bytes>>> {

@@ -14,6 +14,19 @@ function env(name) {
   return v;
 }
 
+// What tests/it/browser.rs hands every chat test: the binaries, pollgate's
+// config and the ports.
+function chatEnv() {
+  return {
+    PG_BIN: env("PG_BIN"),
+    APP_BIN: env("APP_BIN"),
+    PG_CONFIG: env("PG_CONFIG"),
+    PG_PORT: Number(env("PG_PORT")),
+    HOOK_PORT: Number(env("HOOK_PORT")),
+    APP_PORT: Number(env("APP_PORT")),
+  };
+}
+
 function listening(port) {
   return new Promise((resolve) => {
     const s = net.connect(port, "127.0.0.1", () => { s.destroy(); resolve(true); });
@@ -79,4 +92,4 @@ async function exactlyOnce(page, texts) {
   }
 }
 
-module.exports = { env, waitPort, start, stop, launch, postMessage, sees, record, exactlyOnce };
+module.exports = { env, chatEnv, waitPort, start, stop, launch, postMessage, sees, record, exactlyOnce };

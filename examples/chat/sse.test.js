@@ -7,14 +7,9 @@
 "use strict";
 const test = require("node:test");
 const assert = require("node:assert/strict");
-const { env, waitPort, start, stop, launch, postMessage, sees, record, exactlyOnce } = require("./harness.js");
+const { env, chatEnv, waitPort, start, stop, launch, postMessage, sees, record, exactlyOnce } = require("./harness.js");
 
-const PG_BIN = env("PG_BIN");
-const APP_BIN = env("APP_BIN");
-const PG_CONFIG = env("PG_CONFIG");
-const PG_PORT = Number(env("PG_PORT"));
-const HOOK_PORT = Number(env("HOOK_PORT"));
-const APP_PORT = Number(env("APP_PORT"));
+const { PG_BIN, APP_BIN, PG_CONFIG, PG_PORT, HOOK_PORT, APP_PORT } = chatEnv();
 const NGINX_PORT = Number(env("NGINX_PORT"));
 
 async function metric(series) {

@@ -43,7 +43,9 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::{authorize, params, Permit, PollContext, PollError, Ticket};
 use crate::answer::{self as h, Body, ChunkSender, Handed, SendQueue};
 use crate::broker::{BufferConfig, Cursor, Subscription, Timestamp};
-use crate::defaults::{SSE_CHUNK_BYTES, SSE_QUEUE, SSE_READ_BATCH, SSE_RETRY};
+use crate::defaults::{
+    SSE_CHUNK_BYTES, SSE_END_SPREAD, SSE_QUEUE, SSE_READ_BATCH, SSE_RETRY, SSE_RETRY_SPREAD,
+};
 use crate::metrics::{Metrics, SseGuard, SseOutcome};
 use crate::routes::PollRoute;
 
@@ -98,8 +100,7 @@ pub(super) async fn open(
     let poll = &cx.config.poll;
     let now = Instant::now();
     // Validation keeps both durations within a week: no overflow.
-    // Each stream ends in the last tenth of the maximum.
-    let until = now + poll.sse_max_duration - spread(poll.sse_max_duration / 10);
+    let until = now + poll.sse_max_duration - spread(poll.sse_max_duration / SSE_END_SPREAD);
     let queue = cx.queue.cloned();
     let stream = Sse {
         opened: false,
@@ -204,8 +205,7 @@ impl Sse {
         self.handed.taken();
         if !self.opened {
             self.opened = true;
-            // Asks to be reopened after 2 to 3 s.
-            let retry = SSE_RETRY + spread(SSE_RETRY / 2);
+            let retry = SSE_RETRY + spread(SSE_RETRY_SPREAD);
             return Some(self.hand(wire::opening(retry, self.cursor)));
         }
         // Just woken by the select below, which looked at shutdown and the
@@ -281,16 +281,20 @@ impl Sse {
         loop {
             // A place in the queue first: a chunk is read only once it can
             // go, so at most `SSE_QUEUE` chunks wait for this stream.
-            let slot = tokio::select! {
-                biased;
-                slot = tx.reserve() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => return self.set(self.gone()),
+            // Nearly always free at once: a deadline only for a real wait.
+            let slot = match tx.reserve().now_or_never() {
+                Some(slot) => slot,
+                None => tokio::select! {
+                    biased;
+                    slot = tx.reserve() => slot,
+                    _ = self.shutdown.as_mut() => return self.set(SseOutcome::shutdown),
+                    _ = tokio::time::sleep(self.write_timeout) => {
+                        return self.set(SseOutcome::slow_client);
+                    }
                 },
-                _ = self.shutdown.as_mut() => return self.set(SseOutcome::shutdown),
-                _ = tokio::time::sleep(self.write_timeout) => {
-                    return self.set(SseOutcome::slow_client);
-                }
+            };
+            let Ok(slot) = slot else {
+                return self.set(self.gone());
             };
             let chunk = tokio::select! {
                 biased;

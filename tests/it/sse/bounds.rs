@@ -39,14 +39,9 @@ async fn a_stream_holds_a_poll_slot_under_the_limits() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_catches_up_from_the_buffer() {
-    let pg = Pollgate::start(
-        "listen: \"127.0.0.1:0\"\nwebhook: { listen: \"127.0.0.1:0\", max_body: 2MiB }\nroutes:\n  - { prefix: /api/poll/, poll: {} }\nserver: { write_timeout: 1s }\n",
-    )
-    .await;
+    let pg = Pollgate::start(SLOW_CLIENTS).await;
     // A client that reads the head and then nothing.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(pg.public).await.unwrap();
+    let mut stalled = small_window(&pg, 4096).await;
     stalled
         .write_all(b"GET /api/poll/slow HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
         .await
@@ -148,9 +143,7 @@ async fn shutdown_ends_a_stream_that_is_still_catching_up() {
         .await;
         last = sent.iter().map(|m| stamp(&m["timestamp"])).max().unwrap();
     }
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let tcp = socket.connect(pg.public).await.unwrap();
+    let tcp = small_window(&pg, 16 * 1024).await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .unwrap();
@@ -257,13 +250,8 @@ fn assert_ended_by_shutdown(metrics: &pollgate::metrics::Metrics) {
 
 #[tokio::test]
 async fn an_http2_client_that_stops_reading_its_socket_is_counted_as_slow() {
-    let pg = Pollgate::start(
-        "listen: \"127.0.0.1:0\"\nwebhook: { listen: \"127.0.0.1:0\", max_body: 2MiB }\nroutes:\n  - { prefix: /api/poll/, poll: {} }\nserver: { write_timeout: 1s }\n",
-    )
-    .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(pg.public).await.unwrap();
+    let pg = Pollgate::start(SLOW_CLIENTS).await;
+    let tcp = small_window(&pg, 4096).await;
     let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let io = Freezable {
         io: tcp,
@@ -343,4 +331,15 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Freezable<T> {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// Big publishes and a short write deadline: what the slow-client tests run.
+const SLOW_CLIENTS: &str = "listen: \"127.0.0.1:0\"\nwebhook: { listen: \"127.0.0.1:0\", max_body: 2MiB }\nroutes:\n  - { prefix: /api/poll/, poll: {} }\nserver: { write_timeout: 1s }\n";
+
+/// A connection to pollgate's public port with a receive buffer of
+/// `bytes`: when its client stops reading, pollgate's writes stall soon.
+async fn small_window(pg: &Pollgate, bytes: u32) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    socket.connect(pg.public).await.unwrap()
 }
