@@ -171,6 +171,12 @@ pub fn start(config: Config, listeners: Listeners, options: Options) -> std::io:
         ));
     }
     tokio::spawn(sweep(shared.clone()));
+    let broker = shared.services.broker.clone();
+    tokio::spawn(
+        metrics
+            .clone()
+            .sample_until(shutdown.clone(), move || broker.is_ready()),
+    );
     tokio::spawn(shared.services.broker.clone().run(shutdown.clone()));
 
     let join = tokio::spawn(async move {

@@ -164,11 +164,20 @@ impl Broker {
         }
     }
 
-    /// Up to `limit` channels held by this instance, most waiters first.
-    pub fn channels(&self, limit: usize) -> Vec<(ChannelName, ChannelInfo)> {
+    /// Up to `limit` channels held by this instance whose names contain
+    /// `matching`, in any case (all with ""), most waiters first.
+    pub fn channels(&self, limit: usize, matching: &str) -> Vec<(ChannelName, ChannelInfo)> {
         match self {
-            Broker::Memory(m) => m.channels(limit),
-            Broker::Redis(r) => r.channels(limit),
+            Broker::Memory(m) => m.channels(limit, matching),
+            Broker::Redis(r) => r.channels(limit, matching),
+        }
+    }
+
+    /// The back end's name, as the config spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Broker::Memory(_) => "memory",
+            Broker::Redis(_) => "redis",
         }
     }
 

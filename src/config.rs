@@ -7,6 +7,7 @@
 mod locate;
 mod raw;
 pub mod reload;
+mod schema;
 mod shape;
 pub mod units;
 mod validate;
@@ -16,6 +17,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::routes::RouteTable;
+
+pub use schema::json_schema;
 
 // Each module owns the settings it runs with; this module only builds them
 // from the file (so the dependency points one way: config -> the modules).

@@ -270,6 +270,11 @@ pub const REDIS_KEY_PREFIX: &str = "pollgate:";
 pub const STATUS_MAX_WAIT: Duration = Duration::from_secs(30);
 pub const STATUS_CHANNELS: usize = 50;
 
+/// Status page charts: one sample every `STATUS_SAMPLE_EVERY`, the last
+/// `STATUS_SAMPLES` kept (15 minutes) in a ring that never grows.
+pub const STATUS_SAMPLE_EVERY: Duration = Duration::from_secs(2);
+pub const STATUS_SAMPLES: usize = 450;
+
 /// Redis: the whole (re)connection, command connection plus subscription.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 

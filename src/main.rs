@@ -75,6 +75,9 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `pollgate man > pollgate.1`.
     Man,
+    /// Print the config file's JSON Schema, for editors and CI checks, e.g.
+    /// `pollgate schema > pollgate.schema.json`.
+    Schema,
     /// Follow a channel: print each message as a JSON line, across reconnects.
     Tail {
         /// The poll route's base URL of a running pollgate.
@@ -123,6 +126,19 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pollgate man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Schema => {
+            // Pretty, with a final newline, so the file in config/ diffs well.
+            match serde_json::to_string_pretty(&pollgate::config::json_schema()) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pollgate schema: {e}");
                     ExitCode::FAILURE
                 }
             }

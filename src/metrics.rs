@@ -13,9 +13,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 mod families;
+mod history;
 mod labels;
 
 use families::Inner;
+pub use history::{Reading, Sample};
 pub use labels::{ClientError, GripMode, GripOutcome, PollOutcome, ResultKind, SseOutcome};
 use labels::{
     ClientErrorLabel, GripLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel,
@@ -96,6 +98,45 @@ impl Metrics {
     pub fn delivered(&self, count: u64, age_secs: f64) {
         self.0.delivered.inc_by(count);
         self.0.delivery_latency.observe(age_secs.max(0.0));
+        // One per answer, as the histogram counts: the two tell the same story.
+        self.0.latency_counts.observe(1, age_secs.max(0.0));
+    }
+
+    /// The status page's sampler: a sample every `STATUS_SAMPLE_EVERY`
+    /// until `shutdown`. `broker_up` reads the broker's state.
+    pub async fn sample_until(
+        self,
+        shutdown: tokio_util::sync::CancellationToken,
+        broker_up: impl Fn() -> bool,
+    ) {
+        let mut tick = tokio::time::interval(crate::defaults::STATUS_SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.sample(broker_up()),
+            }
+        }
+    }
+
+    /// Takes one sample for the status page's charts (see `history`).
+    pub fn sample(&self, broker_up: bool) {
+        let reading = Reading {
+            held: self.held(),
+            published: *self.0.activity.borrow(),
+            delivered: self.delivered_total(),
+            broker_up,
+        };
+        self.0.history.record(
+            std::time::SystemTime::now(),
+            reading,
+            &self.0.latency_counts,
+        );
+    }
+
+    /// The chart samples newer than `after` (all with 0), oldest first.
+    pub fn history(&self, after: u64) -> Vec<Sample> {
+        self.0.history.after(after)
     }
 
     /// Publishes accepted since start, as a stream of changes.

@@ -131,6 +131,7 @@ pub async fn handle(req: Request<RequestBody>, cx: WebhookContext<'_>) -> Respon
         Endpoint::Metrics => metrics(&cx),
         Endpoint::Page => status::page(),
         Endpoint::Status => status::status(req.uri().query(), &cx).await,
+        Endpoint::History => status::history(req.uri().query(), &cx),
         Endpoint::Channel(channel) => channel_info(channel, &cx),
     }
 }
@@ -144,6 +145,7 @@ enum Endpoint<'a> {
     Metrics,
     Page,
     Status,
+    History,
     Channel(&'a str),
 }
 
@@ -157,6 +159,7 @@ impl<'a> Endpoint<'a> {
             "/metrics" => Endpoint::Metrics,
             "/" => Endpoint::Page,
             "/status" => Endpoint::Status,
+            "/status/history" => Endpoint::History,
             p => match (p.strip_prefix("/publish/"), p.strip_prefix("/channels/")) {
                 (Some(channel), _) => Endpoint::Publish(channel),
                 (_, Some(channel)) => Endpoint::Channel(channel),

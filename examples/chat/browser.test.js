@@ -55,7 +55,10 @@ test("two pages chat through pollgate, across a pollgate restart", async () => {
     await say(b, "bob", "after the restart");
     await sees(a, "after the restart");
     await say(a, "alice", "still here");
+    // Each page shows its own message when the stream brings it back, which
+    // may be after the other page has it: wait for both.
     await sees(b, "still here");
+    await sees(a, "still here");
     // Every page shows every message exactly once, and its client delivered
     // each exactly once (before the page's own de-duplication), still streaming.
     for (const p of [a, b]) {

@@ -143,13 +143,14 @@ impl MemoryBroker {
     }
 
     /// Up to `limit` channels with their state, most waiters first.
-    pub fn channels(&self, limit: usize) -> Vec<(ChannelName, ChannelInfo)> {
+    pub fn channels(&self, limit: usize, matching: &str) -> Vec<(ChannelName, ChannelInfo)> {
         let mut out: Vec<_> = self
             .shards
             .iter()
             .flat_map(|shard| {
                 let map = shard.lock();
                 map.iter()
+                    .filter(|(name, _)| name.matches(matching))
                     .map(|(name, slot)| {
                         let buffer = slot.buffer.lock();
                         let info = ChannelInfo {

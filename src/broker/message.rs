@@ -60,6 +60,17 @@ impl ChannelName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the name contains `part`, ignoring case (names are ASCII):
+    /// the status page's filter.
+    pub fn matches(&self, part: &str) -> bool {
+        part.is_empty()
+            || self
+                .0
+                .as_bytes()
+                .windows(part.len())
+                .any(|w| w.eq_ignore_ascii_case(part.as_bytes()))
+    }
 }
 
 impl fmt::Display for ChannelName {
@@ -225,6 +236,17 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_matches_a_part_of_it_in_any_case() {
+        let name = ChannelName::parse("Weather.eu").unwrap();
+        for part in ["", "weather", "EAT", "r.E", "Weather.eu"] {
+            assert!(name.matches(part), "{part}");
+        }
+        for part in ["weathers", "x", "Weather.eu."] {
+            assert!(!name.matches(part), "{part}");
+        }
+    }
 
     #[test]
     fn channel_names_follow_the_contract() {

@@ -281,12 +281,19 @@ impl RedisBroker {
         (channels, 0)
     }
 
-    /// Up to `limit` channels with local waiters, most waiters first.
-    pub fn channels(&self, limit: usize) -> Vec<(ChannelName, ChannelInfo)> {
+    /// Up to `limit` channels with local waiters whose names contain
+    /// `matching`, most waiters first.
+    pub fn channels(&self, limit: usize, matching: &str) -> Vec<(ChannelName, ChannelInfo)> {
         let names: Vec<ChannelName> = self
             .slots
             .iter()
-            .flat_map(|s| s.lock().keys().cloned().collect::<Vec<_>>())
+            .flat_map(|s| {
+                s.lock()
+                    .keys()
+                    .filter(|n| n.matches(matching))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let mut out: Vec<_> = names
             .into_iter()

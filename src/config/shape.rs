@@ -137,7 +137,7 @@ pub(super) fn read(mut tree: Value) -> Shaped {
         let path = shifts.render(&segments);
         faults.push(Fault {
             path: path.clone(),
-            message: error.into_inner().to_string(),
+            message: plain(error.into_inner().to_string()),
         });
         // The node at fault goes: a key from its map, an item from its
         // list (the list's other items stay, and are checked).
@@ -221,9 +221,34 @@ pub(super) fn overlaps(a: &str, b: &str) -> bool {
     under(a, b) || under(b, a)
 }
 
+/// serde names the Rust type it expected ("expected struct RawPoll"); the
+/// operator wrote YAML, where that is a mapping.
+fn plain(message: String) -> String {
+    let Some(at) = message.find("struct Raw") else {
+        return message;
+    };
+    let rest = &message[at + "struct ".len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    format!("{}a mapping{}", &message[..at], &rest[end..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fault_names_yaml_not_rust_types() {
+        let f = faults("poll: 5\nroutes: []\n");
+        assert_eq!(
+            f,
+            [(
+                "poll".to_owned(),
+                "invalid type: integer `5`, expected a mapping".to_owned()
+            )]
+        );
+    }
 
     fn faults(text: &str) -> Vec<(String, String)> {
         let shaped = read(serde_yaml::from_str(text).unwrap());

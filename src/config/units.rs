@@ -59,6 +59,45 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// In the JSON Schema, a duration is a string with a unit: a bare number is
+/// refused by pollgate, so editors flag it too.
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration with a unit, like 250ms, 30s, 5m or 1h 30m.",
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
+    }
+}
+
+/// A byte size is a number of bytes or a string with a unit.
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size in bytes, or with a unit like 64KiB or 1MiB.",
+            "oneOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": BYTE_SIZE_PATTERN },
+            ],
+        })
+    }
+}
+
+/// What `humantime` reads, as far as a pattern can tell: one or more
+/// number-and-unit pairs. The unit names themselves are left to pollgate.
+const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*)+$";
+/// A number with an optional unit, as `bytesize` reads it.
+const BYTE_SIZE_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*([a-zA-Z]+)?\s*$";
+
 /// Accepts a YAML string or number and runs it through `FromStr`, so that
 /// `max_body: 1048576` and `max_body: 1MiB` both reach the same parser.
 struct FromStrVisitor<T> {

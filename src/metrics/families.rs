@@ -9,6 +9,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use super::history::{History, LatencyCounts};
 use super::labels::{
     ClientErrorLabel, GripLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel,
     ResultLabel, RouteLabel, SseLabel, UpstreamErrorLabel, UpstreamLabel,
@@ -51,6 +52,9 @@ pub(super) struct Inner {
     pub(super) held_watch: watch::Sender<usize>,
     /// Bumped by every accepted publish: the status page long-polls on it.
     pub(super) activity: watch::Sender<u64>,
+    /// The status page's charts: deliveries by latency, and the sample ring.
+    pub(super) latency_counts: LatencyCounts,
+    pub(super) history: History,
 }
 
 /// Registers `metric` under `name` and hands it back.
@@ -249,6 +253,8 @@ impl Inner {
             held_total: AtomicUsize::new(0),
             held_watch: watch::channel(0).0,
             activity: watch::channel(0).0,
+            latency_counts: LatencyCounts::new(),
+            history: History::new(),
         }
     }
 }

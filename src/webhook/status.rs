@@ -1,7 +1,9 @@
-//! The status page (`GET /`) and its data (`GET /status`), on the webhook
-//! listener. The page has no external assets and updates itself by long
-//! polling `/status?after=N`, which answers once more than N messages have
-//! been published (or after its timeout).
+//! The status page (`GET /`) and its data, on the webhook listener. The
+//! page has no external assets. Its figures and channel table come from
+//! `/status?after=N`, a long poll that answers once more than N messages
+//! have been published (or after its timeout); its charts from
+//! `/status/history?after=SEQ`, the samples of the metrics' ring newer than
+//! SEQ (taken on a timer, so a page costs no work per publish).
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use http::{Response, StatusCode};
 
 use super::WebhookContext;
 use crate::answer::{self as h, Body};
-use crate::defaults::{STATUS_CHANNELS, STATUS_MAX_WAIT};
+use crate::defaults::{STATUS_CHANNELS, STATUS_MAX_WAIT, STATUS_SAMPLES, STATUS_SAMPLE_EVERY};
 
 const PAGE: &str = include_str!("status.html");
 
@@ -28,9 +30,11 @@ pub(super) fn page() -> Response<Body> {
 pub(super) async fn status(query: Option<&str>, cx: &WebhookContext<'_>) -> Response<Body> {
     let mut after = None;
     let mut wait = Duration::ZERO;
+    let mut matching = String::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "after" => after = v.parse::<u64>().ok(),
+            "channel" => matching = v.into_owned(),
             "timeout" => {
                 let secs = v
                     .parse::<f64>()
@@ -54,7 +58,7 @@ pub(super) async fn status(query: Option<&str>, cx: &WebhookContext<'_>) -> Resp
     let (channels_total, buffered) = cx.broker.totals();
     let channels: Vec<serde_json::Value> = cx
         .broker
-        .channels(STATUS_CHANNELS)
+        .channels(STATUS_CHANNELS, &matching)
         .into_iter()
         .map(|(name, info)| serde_json::json!({ "channel": name.as_str(), "waiters": info.waiters, "buffered": info.buffered }))
         .collect();
@@ -64,7 +68,22 @@ pub(super) async fn status(query: Option<&str>, cx: &WebhookContext<'_>) -> Resp
         "buffered": buffered,
         "published": *cx.metrics.activity().borrow(),
         "delivered": cx.metrics.delivered_total(),
+        "broker": { "kind": cx.broker.kind(), "ready": cx.broker.is_ready() },
         "channels": channels,
+    });
+    h::json(StatusCode::OK, body.to_string())
+}
+
+/// The charts' samples newer than `after` (every sample kept without it).
+pub(super) fn history(query: Option<&str>, cx: &WebhookContext<'_>) -> Response<Body> {
+    let after = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "after")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let body = serde_json::json!({
+        "interval_ms": STATUS_SAMPLE_EVERY.as_millis(),
+        "capacity": STATUS_SAMPLES,
+        "samples": cx.metrics.history(after),
     });
     h::json(StatusCode::OK, body.to_string())
 }

@@ -30,7 +30,7 @@ fn browser_ready() -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_status_page_updates_itself_after_a_publish() {
+async fn the_status_page_charts_the_traffic_and_sorts_and_filters_channels() {
     if !browser_ready() {
         return;
     }
@@ -40,9 +40,14 @@ async fn the_status_page_updates_itself_after_a_publish() {
     let env = [
         ("NODE_PATH", node_path.display().to_string()),
         ("POLLGATE_WEBHOOK", format!("http://{}", pg.webhook)),
+        ("POLLGATE_PUBLIC", format!("http://{}", pg.public)),
         ("SCREENSHOT_DIR", dir.path().display().to_string()),
     ];
     node_test(".", "tests/browser/status.test.js", &env, 1).await;
+    assert!(
+        dir.path().join("status.png").exists(),
+        "the page was rendered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

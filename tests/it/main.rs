@@ -24,6 +24,7 @@ mod poll;
 mod proxy;
 mod redis_broker;
 mod reload;
+mod schema;
 mod sse;
 mod tls;
 mod webhook;

@@ -312,10 +312,18 @@ async fn sigterm_answers_held_polls_and_drains_proxied_requests() {
         answered < Duration::from_secs(1),
         "held polls took {answered:?}"
     );
-    assert!(
-        tokio::net::TcpStream::connect(public).await.is_err(),
-        "new connections are refused"
-    );
+    // Each serving thread drops its listener as it sees the signal, which
+    // may be just after another thread answered the polls: the listener
+    // must be gone soon, and stay gone.
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(public).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "new connections are refused");
     let (status, _) = slow.await.unwrap().unwrap();
     assert_eq!(status, 200, "the in-flight proxied request completed");
     assert_eq!(bin.exit_code(Duration::from_secs(10)).await, Some(0));

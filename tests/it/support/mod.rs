@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod raw;
 pub mod redis;
+pub mod tools;
 pub mod upstream;
 
 use std::net::SocketAddr;
