@@ -165,8 +165,13 @@ impl Broker {
     }
 
     /// Up to `limit` channels held by this instance whose names contain
-    /// `matching`, in any case (all with ""), most waiters first.
-    pub fn channels(&self, limit: usize, matching: &str) -> Vec<(ChannelName, ChannelInfo)> {
+    /// `matching`, in any case (all with ""), most waiters first; and how
+    /// many match in all.
+    pub fn channels(
+        &self,
+        limit: usize,
+        matching: &str,
+    ) -> (Vec<(ChannelName, ChannelInfo)>, usize) {
         match self {
             Broker::Memory(m) => m.channels(limit, matching),
             Broker::Redis(r) => r.channels(limit, matching),

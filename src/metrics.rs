@@ -128,6 +128,7 @@ impl Metrics {
             broker_up,
         };
         self.0.history.record(
+            tokio::time::Instant::now(),
             std::time::SystemTime::now(),
             reading,
             &self.0.latency_counts,
@@ -137,6 +138,11 @@ impl Metrics {
     /// The chart samples newer than `after` (all with 0), oldest first.
     pub fn history(&self, after: u64) -> Vec<Sample> {
         self.0.history.after(after)
+    }
+
+    /// When this process started, Unix ms (the charts' series id).
+    pub fn started(&self) -> u64 {
+        self.0.history.started()
     }
 
     /// Publishes accepted since start, as a stream of changes.

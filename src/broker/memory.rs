@@ -143,7 +143,11 @@ impl MemoryBroker {
     }
 
     /// Up to `limit` channels with their state, most waiters first.
-    pub fn channels(&self, limit: usize, matching: &str) -> Vec<(ChannelName, ChannelInfo)> {
+    pub fn channels(
+        &self,
+        limit: usize,
+        matching: &str,
+    ) -> (Vec<(ChannelName, ChannelInfo)>, usize) {
         let mut out: Vec<_> = self
             .shards
             .iter()
@@ -168,8 +172,9 @@ impl MemoryBroker {
                 .cmp(&a.1.waiters)
                 .then(b.1.buffered.cmp(&a.1.buffered))
         });
+        let matched = out.len();
         out.truncate(limit);
-        out
+        (out, matched)
     }
 
     /// (channels, buffered messages) over all channels.

@@ -283,7 +283,11 @@ impl RedisBroker {
 
     /// Up to `limit` channels with local waiters whose names contain
     /// `matching`, most waiters first.
-    pub fn channels(&self, limit: usize, matching: &str) -> Vec<(ChannelName, ChannelInfo)> {
+    pub fn channels(
+        &self,
+        limit: usize,
+        matching: &str,
+    ) -> (Vec<(ChannelName, ChannelInfo)>, usize) {
         let names: Vec<ChannelName> = self
             .slots
             .iter()
@@ -300,8 +304,9 @@ impl RedisBroker {
             .filter_map(|n| self.info(&n).map(|i| (n, i)))
             .collect();
         out.sort_by_key(|e| std::cmp::Reverse(e.1.waiters));
+        let matched = out.len();
         out.truncate(limit);
-        out
+        (out, matched)
     }
 
     pub fn info(&self, channel: &ChannelName) -> Option<ChannelInfo> {

@@ -20,6 +20,13 @@ use serde::Deserialize;
 use super::units::{ByteSize, Duration};
 use crate::defaults::MAX_CAP;
 
+/// The empty value serde falls back to is no default an editor should
+/// offer: the key is required (`routes`, `allow_origins`) or means nothing
+/// empty (`upstreams`).
+fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
 /// pollgate's configuration file (pollgate.yaml). Only `routes` is required.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -32,10 +39,12 @@ pub struct RawConfig {
     pub webhook: Option<RawWebhook>,
     /// The apps pollgate forwards to, by name.
     #[serde(default)]
+    // Empty (every entry commented out) reads as none, as in pollgate.
+    #[schemars(extend("type" = ["object", "null"]), transform = no_default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     /// Routes by path prefix (the longest matching one wins): each forwards to an upstream or holds long polls.
     #[serde(default)]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), transform = no_default)]
     pub routes: Vec<RawRoute>,
     /// Long-poll and event-stream settings for every poll route.
     pub poll: Option<RawPoll>,
@@ -150,7 +159,7 @@ pub struct RawWebhook {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// http://host:port or https://host:port of the app (no path).
-    #[schemars(required, regex(pattern = r"^https?://"))]
+    #[schemars(required, regex(pattern = r"^[hH][tT][tT][pP][sS]?://[^/?#]+/?$"))]
     pub url: Option<String>,
     /// TCP connect limit before 502 (default 5s).
     pub connect_timeout: Option<Duration>,
@@ -164,7 +173,11 @@ pub struct RawUpstream {
 /// A route forwards to an `upstream` or holds long polls (`poll`): one of the two.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(extend("oneOf" = [{"required": ["upstream"]}, {"required": ["poll"]}]))]
+// A key set to null is absent for pollgate: each branch asks for a value.
+#[schemars(extend("oneOf" = [
+    {"required": ["upstream"], "properties": {"upstream": {"type": "string"}}},
+    {"required": ["poll"], "properties": {"poll": {"type": "object"}}},
+]))]
 pub struct RawRoute {
     /// Path prefix, like /api/ (a plain string prefix; the longest match wins).
     #[schemars(required, regex(pattern = r"^/"))]
@@ -221,7 +234,7 @@ pub struct RawPollRoute {
 pub struct RawCors {
     /// Exact origins (https://app.example) or "*".
     #[serde(default)]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), transform = no_default)]
     pub allow_origins: Vec<String>,
     /// Access-Control-Allow-Headers for preflights (default: echo the request's).
     pub allow_headers: Option<Vec<String>>,

@@ -221,9 +221,13 @@ pub(super) fn overlaps(a: &str, b: &str) -> bool {
     under(a, b) || under(b, a)
 }
 
-/// serde names the Rust type it expected ("expected struct RawPoll"); the
-/// operator wrote YAML, where that is a mapping.
+/// serde names the Rust type it expected ("expected struct RawPoll",
+/// "expected usize"); the operator wrote YAML, where that is a mapping or a
+/// whole number.
 fn plain(message: String) -> String {
+    let message = message
+        .replace("expected usize", "expected a whole number")
+        .replace("expected u64", "expected a whole number");
     let Some(at) = message.find("struct Raw") else {
         return message;
     };

@@ -85,18 +85,25 @@ impl schemars::JsonSchema for ByteSize {
         schemars::json_schema!({
             "description": "A size in bytes, or with a unit like 64KiB or 1MiB.",
             "oneOf": [
-                { "type": "integer", "minimum": 0 },
+                // 0 is refused wherever a size is read.
+                { "type": "integer", "minimum": 1 },
                 { "type": "string", "pattern": BYTE_SIZE_PATTERN },
             ],
         })
     }
 }
 
-/// What `humantime` reads, as far as a pattern can tell: one or more
-/// number-and-unit pairs. The unit names themselves are left to pollgate.
-const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*)+$";
-/// A number with an optional unit, as `bytesize` reads it.
-const BYTE_SIZE_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*([a-zA-Z]+)?\s*$";
+/// What `humantime` reads: number-and-unit pairs, with its unit names
+/// (case matters: `M` is months, `m` minutes). A test holds the two together.
+const DURATION_PATTERN: &str = concat!(
+    r"^\s*([0-9]+(\.[0-9]+)?\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|",
+    r"seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|",
+    r"days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$"
+);
+/// A number with an optional unit, as `bytesize` reads it (its units, in
+/// any case: B, K/KB/KiB ... P/PB/PiB).
+const BYTE_SIZE_PATTERN: &str =
+    r"^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*([kKmMgGtTpP][iI]?[bB]?|[bB])?\s*$";
 
 /// Accepts a YAML string or number and runs it through `FromStr`, so that
 /// `max_body: 1048576` and `max_body: 1MiB` both reach the same parser.

@@ -71,7 +71,8 @@ fn registered<M: prometheus_client::registry::Metric + Clone>(
 /// Latency buckets from 0.5 ms to ~16 s: a delivery is sub-millisecond when
 /// healthy, and a proxied request may legitimately take seconds.
 fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+    use super::history::{BUCKETS, FIRST_BOUND};
+    Histogram::new(exponential_buckets(FIRST_BOUND, 2.0, BUCKETS as u16))
 }
 
 impl Inner {

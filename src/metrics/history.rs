@@ -10,17 +10,20 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::defaults::STATUS_SAMPLES;
 
-/// Upper bounds of the delivery-latency buckets, in seconds: 0.5 ms
-/// doubling to ~16 s (the Prometheus histogram's), then everything above.
-const BUCKETS: usize = 16;
-const FIRST_BOUND: f64 = 0.0005;
+/// Upper bounds of the latency buckets, in seconds: 0.5 ms doubling to
+/// ~16 s, then everything above. The Prometheus histograms use the same
+/// (`families::latency_histogram`).
+pub(super) const BUCKETS: usize = 16;
+pub(super) const FIRST_BOUND: f64 = 0.0005;
 
 fn bound(i: usize) -> f64 {
     FIRST_BOUND * f64::from(1u32 << i)
@@ -103,13 +106,18 @@ pub struct Sample {
 }
 
 struct Previous {
-    at: SystemTime,
+    /// Intervals are measured on the monotonic clock: a wall clock stepped
+    /// back by NTP would make a two-second interval read as a millisecond.
+    at: Instant,
     published: u64,
     delivered: u64,
     latency: [u64; BUCKETS + 1],
 }
 
 struct Ring {
+    /// When this process started, Unix ms: a page that sees it change knows
+    /// pollgate restarted and its samples are a new series.
+    started: u64,
     samples: VecDeque<Sample>,
     next_seq: u64,
     previous: Option<Previous>,
@@ -121,15 +129,22 @@ pub(super) struct History(Mutex<Ring>);
 impl History {
     pub(super) fn new() -> Self {
         History(Mutex::new(Ring {
+            started: unix_ms(SystemTime::now()),
             samples: VecDeque::with_capacity(STATUS_SAMPLES),
             next_seq: 1,
             previous: None,
         }))
     }
 
-    /// Takes one sample. The first one only sets the baseline: a rate needs
-    /// two readings.
-    pub(super) fn record(&self, now: SystemTime, reading: Reading, latency: &LatencyCounts) {
+    /// Takes one sample: `now` measures the interval, `wall` labels it. The
+    /// first one only sets the baseline: a rate needs two readings.
+    pub(super) fn record(
+        &self,
+        now: Instant,
+        wall: SystemTime,
+        reading: Reading,
+        latency: &LatencyCounts,
+    ) {
         let counts = latency.read();
         let mut ring = self.0.lock();
         let current = Previous {
@@ -141,18 +156,12 @@ impl History {
         let Some(previous) = ring.previous.replace(current) else {
             return;
         };
-        let secs = now
-            .duration_since(previous.at)
-            .unwrap_or(Duration::ZERO)
-            .as_secs_f64()
-            .max(0.001);
+        let secs = now.duration_since(previous.at).as_secs_f64().max(0.001);
         let interval: [u64; BUCKETS + 1] =
             std::array::from_fn(|i| counts[i].saturating_sub(previous.latency[i]));
         let sample = Sample {
             seq: ring.next_seq,
-            at: now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            at: unix_ms(wall),
             held: reading.held,
             publishes: reading.published.saturating_sub(previous.published) as f64 / secs,
             deliveries: reading.delivered.saturating_sub(previous.delivered) as f64 / secs,
@@ -169,6 +178,11 @@ impl History {
         ring.samples.push_back(sample);
     }
 
+    /// When this process started, Unix ms.
+    pub(super) fn started(&self) -> u64 {
+        self.0.lock().started
+    }
+
     /// The samples newer than `after` (all with 0), oldest first. A
     /// sequence this ring has not reached comes from before a restart: the
     /// asker gets everything, and starts over.
@@ -180,8 +194,15 @@ impl History {
     }
 }
 
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn reading(published: u64, delivered: u64) -> Reading {
@@ -197,9 +218,9 @@ mod tests {
     fn a_sample_holds_the_rates_and_quantiles_of_its_interval() {
         let history = History::new();
         let latency = LatencyCounts::new();
-        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        let (t0, w0) = (Instant::now(), UNIX_EPOCH + Duration::from_secs(1_000));
         latency.observe(1_000, 0.0001);
-        history.record(t0, reading(10, 10), &latency);
+        history.record(t0, w0, reading(10, 10), &latency);
         assert!(
             history.after(0).is_empty(),
             "the first reading is a baseline"
@@ -207,7 +228,12 @@ mod tests {
         // 99 deliveries at ~1 ms, one at ~1 s, over 2 seconds.
         latency.observe(99, 0.0008);
         latency.observe(1, 0.9);
-        history.record(t0 + Duration::from_secs(2), reading(30, 110), &latency);
+        history.record(
+            t0 + Duration::from_secs(2),
+            w0 + Duration::from_secs(2),
+            reading(30, 110),
+            &latency,
+        );
         let s = &history.after(0)[0];
         assert_eq!((s.seq, s.held, s.at), (1, 3, 1_002_000));
         assert_eq!((s.publishes, s.deliveries), (10.0, 50.0));
@@ -219,18 +245,29 @@ mod tests {
             "{p99}: the 99th of 100 is still fast"
         );
         // Earlier deliveries (the 1,000 before the baseline) do not count.
-        history.record(t0 + Duration::from_secs(4), reading(30, 110), &latency);
+        // The wall clock is stepped back meanwhile: the interval is still
+        // the 2 s that passed, not a millisecond.
+        history.record(
+            t0 + Duration::from_secs(4),
+            UNIX_EPOCH,
+            reading(40, 110),
+            &latency,
+        );
         let quiet = &history.after(1)[0];
-        assert_eq!((quiet.seq, quiet.p50_ms, quiet.deliveries), (2, None, 0.0));
+        assert_eq!(
+            (quiet.seq, quiet.p50_ms, quiet.deliveries, quiet.publishes),
+            (2, None, 0.0, 5.0)
+        );
     }
 
     #[test]
     fn the_ring_keeps_the_newest_and_answers_after_a_sequence() {
         let history = History::new();
         let latency = LatencyCounts::new();
-        let t0 = UNIX_EPOCH;
+        let t0 = Instant::now();
         for i in 0..(STATUS_SAMPLES as u64 + 11) {
-            history.record(t0 + Duration::from_secs(i), reading(i, i), &latency);
+            let t = Duration::from_secs(i);
+            history.record(t0 + t, UNIX_EPOCH + t, reading(i, i), &latency);
         }
         let all = history.after(0);
         assert_eq!(all.len(), STATUS_SAMPLES);

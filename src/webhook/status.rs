@@ -48,7 +48,9 @@ pub(super) async fn status(query: Option<&str>, cx: &WebhookContext<'_>) -> Resp
     }
     if let Some(after) = after {
         let mut activity = cx.metrics.activity();
-        let changed = activity.wait_for(|n| *n > after);
+        // Fewer than `after`: pollgate restarted since the page last
+        // asked, and the page should hear so at once.
+        let changed = activity.wait_for(|n| *n != after);
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(wait) => {}
@@ -56,9 +58,8 @@ pub(super) async fn status(query: Option<&str>, cx: &WebhookContext<'_>) -> Resp
         }
     }
     let (channels_total, buffered) = cx.broker.totals();
-    let channels: Vec<serde_json::Value> = cx
-        .broker
-        .channels(STATUS_CHANNELS, &matching)
+    let (listed, matched) = cx.broker.channels(STATUS_CHANNELS, &matching);
+    let channels: Vec<serde_json::Value> = listed
         .into_iter()
         .map(|(name, info)| serde_json::json!({ "channel": name.as_str(), "waiters": info.waiters, "buffered": info.buffered }))
         .collect();
@@ -69,6 +70,7 @@ pub(super) async fn status(query: Option<&str>, cx: &WebhookContext<'_>) -> Resp
         "published": *cx.metrics.activity().borrow(),
         "delivered": cx.metrics.delivered_total(),
         "broker": { "kind": cx.broker.kind(), "ready": cx.broker.is_ready() },
+        "matched": matched,
         "channels": channels,
     });
     h::json(StatusCode::OK, body.to_string())
@@ -81,6 +83,7 @@ pub(super) fn history(query: Option<&str>, cx: &WebhookContext<'_>) -> Response<
         .and_then(|(_, v)| v.parse::<u64>().ok())
         .unwrap_or(0);
     let body = serde_json::json!({
+        "started": cx.metrics.started(),
         "interval_ms": STATUS_SAMPLE_EVERY.as_millis(),
         "capacity": STATUS_SAMPLES,
         "samples": cx.metrics.history(after),

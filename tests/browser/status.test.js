@@ -17,6 +17,26 @@ async function publish(channel, n) {
   assert.equal(r.status, 200, await r.text());
 }
 
+// Pixels of the publishes line drawn above the chart's zero line: what the
+// chart shows, read from the canvas itself.
+function linePixels(page) {
+  return page.evaluate(() => {
+    const c = document.getElementById("chart-publishes");
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    const dpr = c.width / c.clientWidth;
+    const zero = Math.floor((c.clientHeight - 18) * dpr) - 3; // the plot's bottom edge
+    let n = 0;
+    for (let y = 0; y < zero; y++) {
+      for (let x = 0; x < c.width; x++) {
+        const i = (y * c.width + x) * 4;
+        // The line's colour, #7c3aed (anti-aliased edges aside).
+        if (Math.abs(d[i] - 124) < 30 && Math.abs(d[i + 1] - 58) < 30 && Math.abs(d[i + 2] - 237) < 30) n++;
+      }
+    }
+    return n;
+  });
+}
+
 // The rows of the channel table, as the page shows them.
 function rows(page) {
   return page.locator("#rows tr").evaluateAll((trs) =>
@@ -37,9 +57,13 @@ test("the status page charts what pollgate sampled and its table sorts and filte
     await page.locator("#live:not(.off)").waitFor({ timeout: 10000 });
     assert.equal(await page.locator("#published").textContent(), "0");
     assert.match(await page.locator("#broker").textContent(), /memory · up/);
-    // Quiet so far: whatever was sampled is all zeros.
+    // Quiet so far: the first samples are drawn, all zeros, and no line
+    // rises above the zero line.
+    await page.waitForFunction(() => window.pollgateCharts.samples.length > 0, null, { timeout: 15000 });
+    await page.locator("#chart-publishes[data-max]").waitFor({ state: "attached", timeout: 10000 });
     const quiet = await page.evaluate(() => window.pollgateCharts.samples);
     assert.ok(quiet.every((s) => s.publishes === 0 && s.held === 0), JSON.stringify(quiet));
+    assert.equal(await linePixels(page), 0, "nothing drawn above zero yet");
     const before = await page.locator("#charts").screenshot();
 
     // Three held polls, then a burst of publishes that releases them.
@@ -85,6 +109,7 @@ test("the status page charts what pollgate sampled and its table sorts and filte
 
     const after = await page.locator("#charts").screenshot();
     assert.notDeepEqual(before, after, "the charts changed");
+    assert.ok(await linePixels(page) > 20, "the burst is drawn as a rise of the publishes line");
 
     // The table: busiest first, sortable by any column, filterable by name.
     await page.locator("#rows tr", { hasText: "weather" }).waitFor({ timeout: 10000 });
@@ -99,7 +124,9 @@ test("the status page charts what pollgate sampled and its table sorts and filte
     assert.deepEqual((await rows(page)).map((r) => r[0]), ["news", "sports", "weather"]);
     await page.fill("#filter", "EAT");
     assert.deepEqual(await rows(page), [["weather", "0", "12"]]);
-    assert.match(await page.locator("#shown").textContent(), /^1 of 3 channels/);
+    // pollgate's own answer for the filter (every match listed: no note).
+    await page.locator("#shown", { hasText: /^1 of 3 channels$/ }).waitFor({ timeout: 10000 });
+    assert.deepEqual(await rows(page), [["weather", "0", "12"]]);
     // Cleared, the page asks pollgate again for every channel.
     await page.fill("#filter", "");
     await page.locator("#rows tr").nth(2).waitFor({ timeout: 10000 });

@@ -182,3 +182,74 @@ async fn concurrent_publishes_get_unique_increasing_timestamps() {
     assert_eq!(ts.len(), 200);
     assert!(ts.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[tokio::test]
+async fn the_status_json_filters_channels_by_name_past_the_busiest_listed() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    // 60 channels with two messages each, and `weather` with one: the
+    // busiest 50 listed leave it out.
+    let mut items: Vec<Value> = (0..60)
+        .flat_map(|i| [0, 1].map(|n| json!({ "channel": format!("busy-{i}"), "data": { "n": n } })))
+        .collect();
+    items.push(json!({ "channel": "weather", "data": {} }));
+    let (status, body) = post_json(
+        &format!("http://{}/publish", pg.webhook),
+        &json!({ "items": items }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let status_of = |query: &'static str| {
+        let url = format!("http://{}/status{query}", pg.webhook);
+        async move { get(&url).await.json() }
+    };
+    let all = status_of("").await;
+    assert_eq!(
+        (all["channels_total"].as_u64(), all["matched"].as_u64()),
+        (Some(61), Some(61))
+    );
+    let listed = all["channels"].as_array().unwrap();
+    assert_eq!(listed.len(), 50);
+    assert!(listed.iter().all(|c| c["channel"] != "weather"), "{all}");
+    assert_eq!(all["broker"], json!({ "kind": "memory", "ready": true }));
+    // Any case, any part of the name.
+    let some = status_of("?channel=EAT").await;
+    assert_eq!(some["matched"], 1);
+    assert_eq!(
+        some["channels"],
+        json!([{ "channel": "weather", "waiters": 0, "buffered": 1 }])
+    );
+    let none = status_of("?channel=nothing-like-it").await;
+    assert_eq!(
+        (
+            none["matched"].as_u64(),
+            none["channels"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn the_status_history_answers_whatever_it_is_asked() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    for query in [
+        "",
+        "?after=0",
+        "?after=abc",
+        "?after=-1",
+        "?after=99999999999999999999999",
+    ] {
+        let reply = get(&format!("http://{}/status/history{query}", pg.webhook)).await;
+        assert_eq!(reply.status, 200, "{query}: {}", reply.body);
+        let h = reply.json();
+        assert_eq!(
+            (h["interval_ms"].as_u64(), h["capacity"].as_u64()),
+            (Some(2000), Some(450)),
+            "{h}"
+        );
+        assert!(
+            h["started"].as_u64().is_some_and(|t| t > 1_700_000_000_000),
+            "{h}"
+        );
+        assert!(h["samples"].is_array(), "{h}");
+    }
+}
