@@ -296,7 +296,9 @@ async fn sweep(shared: Arc<Shared>) {
                 let (channels, _) = shared.services.broker.totals();
                 let open: usize = shared.connections().iter().map(|(_, n)| n).sum();
                 let load = shared.services.metrics.held() + open + channels;
-                if trimmer.check(load, tokio::time::Instant::now()) {
+                let now = tokio::time::Instant::now();
+                shared.active.load().clients.evict_idle(now);
+                if trimmer.check(load, now) {
                     shared.services.metrics.trimmed();
                 }
             }

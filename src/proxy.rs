@@ -14,6 +14,7 @@
 mod body;
 mod clients;
 mod headers;
+mod pool;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,6 +35,7 @@ pub use body::UpstreamBody;
 pub use clients::Clients;
 use headers::host;
 pub use headers::{add_forwarded, is_upgrade};
+use pool::PoolError;
 
 /// What failed while forwarding.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +44,7 @@ pub enum ProxyError {
     Connect {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: std::io::Error,
     },
     #[error("upstream {upstream} did not answer within {}", humantime::format_duration(*.after))]
     Timeout { upstream: String, after: Duration },
@@ -50,7 +52,7 @@ pub enum ProxyError {
     Failed {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     #[error("invalid request target")]
     BadTarget(#[source] http::Error),
@@ -181,18 +183,15 @@ where
         caller.peer.proto,
         host,
     );
-    // The client's path and query as they are (shared, not parsed again).
-    let mut target = http::uri::Parts::default();
-    target.scheme = Some(upstream.scheme.clone());
-    target.authority = Some(upstream.authority.clone());
-    target.path_and_query = Some(
+    // The client's path and query as they are (shared, not parsed again),
+    // in origin-form: the pool's connection is the upstream's already.
+    parts.uri = Uri::from(
         parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     );
-    parts.uri = Uri::from_parts(target).map_err(|e| ProxyError::BadTarget(e.into()))?;
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, h::stream(body));
 
@@ -242,8 +241,6 @@ pub async fn subrequest(
     let host = host(&headers);
     add_forwarded(&mut headers, caller.peer.addr.ip(), caller.peer.proto, host);
     let uri = Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
         .path_and_query(path_and_query)
         .build()
         .map_err(ProxyError::BadTarget)?;
@@ -269,7 +266,7 @@ async fn send(
     timeout: Duration,
     body: Option<&BodyWatch>,
 ) -> Result<(Response<Incoming>, OwnedSemaphorePermit), ProxyError> {
-    let Some((client, in_flight)) = clients.get(upstream) else {
+    let Some((pool, in_flight)) = clients.get(upstream) else {
         // Clients are built from the same config snapshot as the routes,
         // so this is unreachable unless that wiring breaks.
         return Err(ProxyError::Unconfigured(upstream.name.clone()));
@@ -279,7 +276,7 @@ async fn send(
         return Err(ProxyError::Shed { upstream: name() });
     };
     let answered = tokio::select! {
-        answered = client.request(req) => answered,
+        answered = pool.request(req) => answered,
         _ = head_deadline(timeout, body) => {
             return Err(ProxyError::Timeout { upstream: name(), after: timeout });
         }
@@ -290,13 +287,13 @@ async fn send(
             body.and_then(BodyWatch::fault)
                 .unwrap_or(BodyFault::Aborted),
         )),
-        Err(e) if e.is_connect() => Err(ProxyError::Connect {
+        Err(PoolError::Connect(source)) => Err(ProxyError::Connect {
             upstream: name(),
-            source: e,
+            source,
         }),
-        Err(e) => Err(ProxyError::Failed {
+        Err(PoolError::Failed(source)) => Err(ProxyError::Failed {
             upstream: name(),
-            source: e,
+            source,
         }),
         Ok(resp) => Ok((resp, permit)),
     }

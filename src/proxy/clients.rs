@@ -1,24 +1,18 @@
-//! Pooled upstream clients, one pool per serving thread, and each
-//! upstream's requests in flight.
+//! Upstream connection pools, one per upstream and serving thread, and
+//! each upstream's requests in flight.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
-use crate::answer::Body;
+use super::pool::{self, Connector, Pool};
 use crate::routes::Upstream;
 use crate::tls::{self, Roots};
 
-pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// Pooled clients per upstream, one per serving thread. Rebuilt on reload,
+/// Connection pools per upstream, one per serving thread. Rebuilt on reload,
 /// reusing the pools of every upstream whose settings did not change, so a
 /// reload does not cost the app a wave of new connections.
 ///
@@ -36,7 +30,7 @@ pub struct Clients {
 #[derive(Clone)]
 struct Pools {
     upstream: Arc<Upstream>,
-    per_thread: Vec<HttpClient>,
+    per_thread: Arc<[Pool]>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -61,7 +55,7 @@ impl Clients {
             let pools = reused.unwrap_or_else(|| Pools {
                 upstream: up.clone(),
                 per_thread: (0..threads)
-                    .map(|_| new_client(up, pool_idle, threads))
+                    .map(|_| new_pool(up, pool_idle, threads))
                     .collect(),
                 in_flight: Arc::new(Semaphore::new(up.max_in_flight)),
             });
@@ -71,33 +65,40 @@ impl Clients {
     }
 
     /// The calling thread's pool for `upstream`, and its in-flight permits.
-    pub(super) fn get(&self, upstream: &Upstream) -> Option<(&HttpClient, &Arc<Semaphore>)> {
+    pub(super) fn get(&self, upstream: &Upstream) -> Option<(&Pool, &Arc<Semaphore>)> {
         let pools = self.by_name.get(&upstream.name)?;
         let client = pools
             .per_thread
             .get(crate::threads::serving_slot(pools.per_thread.len()))?;
         Some((client, &pools.in_flight))
     }
+
+    /// Closes every pool's connections that have been idle too long (the
+    /// sweep's tick).
+    pub fn evict_idle(&self, now: tokio::time::Instant) {
+        for pools in self.by_name.values() {
+            pools.per_thread.iter().for_each(|p| p.evict(now));
+        }
+    }
 }
 
 /// `threads`: idle connections are capped per thread's pool so that, over
 /// all threads, an upstream keeps at most `max_in_flight` of them (the
 /// descriptor reserve counts on it).
-fn new_client(up: &Upstream, pool_idle: Duration, threads: usize) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(up.connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(upstream_tls(up))
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(pool_idle)
-        .pool_max_idle_per_host(up.max_in_flight.div_ceil(threads.max(1)))
-        .pool_timer(TokioTimer::new())
-        .build(https)
+fn new_pool(up: &Upstream, pool_idle: Duration, threads: usize) -> Pool {
+    let tls =
+        (up.scheme == http::uri::Scheme::HTTPS).then(|| pool::tls_connector(upstream_tls(up)));
+    let connector = Connector::new(
+        up.scheme.clone(),
+        up.authority.clone(),
+        up.connect_timeout,
+        tls,
+    );
+    Pool::new(
+        connector,
+        up.max_in_flight.div_ceil(threads.max(1)),
+        pool_idle,
+    )
 }
 
 /// Verification for an https upstream: its `ca` bundle, else the system's
