@@ -11,6 +11,7 @@
 #   ROUNDS=3 SCENARIOS="b c d" benches/compare.sh   # each figure the median of 3 rounds
 #   SET=grip benches/compare.sh            # GRIP: the same GRIP backend behind
 #                                          # pollgate (`grip:` route) and Pushpin, a b c
+#   PUSHPIN=0 SCENARIOS="b c d" benches/compare.sh   # beside Nchan and nginx only
 #   SET=sse benches/compare.sh             # event streams: pollgate-sse beside Nchan's
 #                                          # EventSource subscriber (nchan-es), and
 #                                          # pollgate's own long polls, a b c
@@ -41,6 +42,7 @@ else
     SCENARIOS=${SCENARIOS:-"a b c d"}
 fi
 ROUNDS=${ROUNDS:-1}
+PUSHPIN=${PUSHPIN:-1}
 ARGS=${ARGS:-}
 mkdir -p "$OUT" "$RUN"
 rm -f "$OUT/results.jsonl"
@@ -48,7 +50,7 @@ rm -f "$OUT/results.jsonl"
 need=()
 command -v nginx >/dev/null || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
-command -v pushpin >/dev/null || need+=(pushpin)
+[ "$PUSHPIN" = 0 ] || command -v pushpin >/dev/null || need+=(pushpin)
 command -v wrk >/dev/null || need+=(wrk)
 if ((${#need[@]})); then
     echo "installing ${need[*]}" >&2
@@ -61,20 +63,8 @@ systemctl stop nginx pushpin 2>/dev/null || true
 cargo bench --bench pollgate --no-run -q
 bench() { cargo bench -q --bench pollgate -- "$@" --json "$OUT/results.jsonl" $ARGS; }
 
-# A PID and all its descendants: what counts as "the server".
-tree() {
-    local pid=$1
-    echo -n "$pid "
-    for child in $(pgrep -P "$pid" || true); do tree "$child"; done
-}
-wait_http() { # url: succeed once anything answers
-    for _ in $(seq 300); do
-        curl -s -m 1 -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "no answer from $1" >&2
-    return 1
-}
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 stop() {
     kill "$1" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
@@ -152,6 +142,7 @@ for s in $SCENARIOS; do
         --proxy-url http://127.0.0.1:8200/ --backend-url http://127.0.0.1:9000/
     stop $PID
 
+    [ "$PUSHPIN" = 0 ] && continue
     start_pushpin
     # Pushpin refuses connections opened faster than ~500/s (as in ../shared/bench).
     bench --scenarios "$s" --target pushpin --pids "$(tree $PID | xargs)" --connect-rate 500 \

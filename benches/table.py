@@ -16,15 +16,35 @@ FIGURES = [
     ("b", "p99_ms", "(b) fan-out p99, ms", "lower"),
     ("b", "completion_ms_mean", "(b) fan-out completion (mean of reps), ms", "lower"),
     ("b", "cpu_ms_per_rep", "(b) server CPU per rep, ms", "lower"),
+    ("b", "cpu_us_per_delivery", "(b) server CPU per delivery, µs", "lower"),
+    ("b", "user_cpu_us_per_delivery", "(b) server user-space CPU per delivery, µs", "lower"),
+    ("b", "kernel_cpu_us_per_delivery", "(b) server kernel CPU per delivery, µs", "lower"),
     # No ratio: the tool reads every answer on one thread, so its CPU per rep
     # is the shortest completion it can measure, whatever the server.
     ("b", "load_tool_cpu_ms_per_rep", "(b) the load tool's own CPU per rep, ms", None),
+    ("b", "redis_cpu_s", "(b) Redis CPU over the scenario, s", "lower"),
+    ("b", "redis_commands_per_publish", "(b) Redis commands per publish", "lower"),
     ("c", "lost", "(c) messages lost", "lower"),
     ("c", "p99_ms", "(c) p99, ms", "lower"),
     ("c", "server_cpu_s", "(c) server CPU, s", "lower"),
-    ("d", "rps", "(d) proxied GET, requests/s", "higher"),
-    ("d", "p99_ms", "(d) proxied GET p99, ms", "lower"),
-    ("d", "direct_rps", "(d) backend direct, requests/s", "higher"),
+    ("c", "server_user_cpu_s", "(c) server user-space CPU, s", "lower"),
+    ("c", "server_kernel_cpu_s", "(c) server kernel CPU, s", "lower"),
+    ("c", "user_cpu_us_per_delivery", "(c) server user-space CPU per delivery, µs", "lower"),
+    ("c", "redis_cpu_s", "(c) Redis CPU over the scenario, s", "lower"),
+    ("c", "redis_commands_per_publish", "(c) Redis commands per publish", "lower"),
+] + [
+    row
+    for conns in (64, 512)
+    for size, name in ((0, "empty"), (10240, "10 KB"), (102400, "100 KB"))
+    for row in (
+        ("d", f"rps_c{conns}_b{size}", f"(d) proxied GET, {conns} conns, {name}: requests/s", "higher"),
+        ("d", f"p99_ms_c{conns}_b{size}", f"(d) proxied GET, {conns} conns, {name}: p99, ms", "lower"),
+        ("d", f"user_cpu_us_per_request_c{conns}_b{size}",
+         f"(d) proxied GET, {conns} conns, {name}: user-space CPU per request, µs", "lower"),
+        ("d", f"errors_c{conns}_b{size}", f"(d) proxied GET, {conns} conns, {name}: failed answers", None),
+    )
+] + [
+    ("d", "direct_rps", "(d) backend direct (64 conns, empty), requests/s", "higher"),
 ]
 
 
@@ -37,7 +57,7 @@ def main(path):
             if r["target"] not in targets:
                 targets.append(r["target"])
             rows.setdefault((r["target"], r["scenario"]), []).append(r)
-    ours = [t for t in targets if t.startswith("pollgate")]
+    ours = [t for t in targets if "pollgate" in t]
     peers = [t for t in targets if t not in ours]
     print("| figure | " + " | ".join(targets) + " | "
           + " | ".join(f"{t} / best peer" for t in ours) + " |")

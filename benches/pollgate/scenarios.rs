@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::client::{self, Publisher, Shared};
-use crate::target::{own_cpu_seconds, Target};
+use crate::target::{own_cpu_seconds, Cpu, Target};
 use crate::{Result, RunArgs};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -189,14 +189,14 @@ async fn fan_out(
         }
         tokio::time::sleep(SETTLE).await;
         shared.receipts.lock().clear();
-        let cpu0 = target.cpu_seconds();
+        let cpu0 = target.cpu();
         let tool0 = own_cpu_seconds();
         publisher.publish(&channel, rep as u64 + 1).await?;
         let complete = shared.until_receipts(n, Duration::from_secs(30)).await;
         let receipts = std::mem::take(&mut *shared.receipts.lock());
         // The re-polls are part of a rep's cost: wait for them too.
         shared.until_pending(n, Duration::from_secs(30)).await;
-        cpu.push(target.cpu_seconds() - cpu0);
+        cpu.push(target.cpu() - cpu0);
         tool_cpu.push(own_cpu_seconds() - tool0);
         let last = receipts.iter().map(|r| r.latency_us).max().unwrap_or(0);
         completions.push(last as f64 / 1e3);
@@ -210,6 +210,9 @@ async fn fan_out(
     }
     shared.stop.store(true, Ordering::Relaxed);
     latencies.sort_unstable();
+    let totals: Vec<f64> = cpu.iter().map(|c: &Cpu| c.total()).collect();
+    let users: Vec<f64> = cpu.iter().map(|c| c.user).collect();
+    let kernels: Vec<f64> = cpu.iter().map(|c| c.kernel).collect();
     Ok(json!({
         "waiters": n,
         "reps": reps,
@@ -219,8 +222,11 @@ async fn fan_out(
         "p99_ms": percentile(&latencies, 0.99),
         "max_ms": percentile(&latencies, 1.0),
         "completion_ms_mean": mean(&completions),
-        "cpu_ms_per_rep": mean(&cpu) * 1e3,
-        "cpu_us_per_delivery": mean(&cpu) * 1e6 / n.max(1) as f64,
+        "cpu_ms_per_rep": mean(&totals) * 1e3,
+        "user_cpu_ms_per_rep": mean(&users) * 1e3,
+        "cpu_us_per_delivery": mean(&totals) * 1e6 / n.max(1) as f64,
+        "user_cpu_us_per_delivery": mean(&users) * 1e6 / n.max(1) as f64,
+        "kernel_cpu_us_per_delivery": mean(&kernels) * 1e6 / n.max(1) as f64,
         "load_tool_cpu_ms_per_rep": mean(&tool_cpu) * 1e3,
         "errors": shared.errors.load(Ordering::Relaxed),
     }))
@@ -236,7 +242,7 @@ async fn sustained(target: &Target, sizes: &Sizes, tag: &str) -> Result<serde_js
     tokio::time::sleep(SETTLE).await;
     let publisher = Arc::new(Publisher::new(target));
     let total = sizes.c_rate * sizes.c_duration;
-    let cpu0 = target.cpu_seconds();
+    let cpu0 = target.cpu();
     let started = tokio::time::Instant::now();
     // Open loop: each publish is its own task on the schedule, so a slow
     // answer does not hold back the next; at most 256 in flight (past that
@@ -272,7 +278,7 @@ async fn sustained(target: &Target, sizes: &Sizes, tag: &str) -> Result<serde_js
     shared
         .until_receipts(expected, Duration::from_secs(5))
         .await;
-    let cpu = target.cpu_seconds() - cpu0;
+    let cpu = target.cpu() - cpu0;
     shared.stop.store(true, Ordering::Relaxed);
     let receipts = std::mem::take(&mut *shared.receipts.lock());
     let mut unique: Vec<(usize, u64)> = receipts.iter().map(|r| (r.waiter, r.seq)).collect();
@@ -294,31 +300,71 @@ async fn sustained(target: &Target, sizes: &Sizes, tag: &str) -> Result<serde_js
         "p50_ms": percentile(&latencies, 0.50),
         "p99_ms": percentile(&latencies, 0.99),
         "max_ms": percentile(&latencies, 1.0),
-        "server_cpu_s": cpu,
-        "cpu_us_per_delivery": cpu * 1e6 / unique.len().max(1) as f64,
+        "server_cpu_s": cpu.total(),
+        "server_user_cpu_s": cpu.user,
+        "server_kernel_cpu_s": cpu.kernel,
+        "cpu_us_per_delivery": cpu.total() * 1e6 / unique.len().max(1) as f64,
+        "user_cpu_us_per_delivery": cpu.user * 1e6 / unique.len().max(1) as f64,
+        "kernel_cpu_us_per_delivery": cpu.kernel * 1e6 / unique.len().max(1) as f64,
         "errors": shared.errors.load(Ordering::Relaxed),
     }))
 }
 
-/// (d) Plain GETs through the proxy, and to the backend directly, with wrk.
+/// (d) Plain GETs through the proxy, and to the backend directly, with wrk:
+/// at 64 and 512 connections, with the backend's 3-byte answer and with 10 KB
+/// and 100 KB bodies. The server's CPU is read around each run through it.
+/// The 64-connection empty run keeps the plain keys (`rps`, `p99_ms`,
+/// `direct_rps`); every run is also `rps_c{conns}_b{bytes}` and so on.
 async fn proxied(target: &Target, secs: u64) -> Result<serde_json::Value> {
     let (Some(proxy), Some(backend)) = (&target.proxy_url, &target.backend_url) else {
         return Err("scenario d needs --proxy-url and --backend-url".into());
     };
-    let direct = wrk(backend, secs).await?;
-    let through = wrk(proxy, secs).await?;
-    Ok(json!({
-        "direct_rps": direct.0,
-        "direct_p99_ms": direct.1,
-        "rps": through.0,
-        "p99_ms": through.1,
-    }))
+    let mut out = serde_json::Map::new();
+    for conns in [64, 512] {
+        for bytes in [0usize, 10_240, 102_400] {
+            let path = if bytes == 0 {
+                String::new()
+            } else {
+                format!("bytes/{bytes}")
+            };
+            let direct = wrk(&format!("{backend}{path}"), conns, secs).await?;
+            let cpu0 = target.cpu();
+            let through = wrk(&format!("{proxy}{path}"), conns, secs).await?;
+            let cpu = target.cpu() - cpu0;
+            let requests = (through.0 * secs as f64).max(1.0);
+            let key = format!("c{conns}_b{bytes}");
+            for (name, value) in [
+                ("rps", through.0),
+                ("p99_ms", through.1),
+                // wrk counts failed answers in its rate: a proxy that fails
+                // fast must not read as a fast proxy.
+                ("errors", through.2),
+                ("direct_rps", direct.0),
+                ("direct_p99_ms", direct.1),
+                ("cpu_us_per_request", cpu.total() * 1e6 / requests),
+                ("user_cpu_us_per_request", cpu.user * 1e6 / requests),
+            ] {
+                out.insert(format!("{name}_{key}"), json!(value));
+                if conns == 64 && bytes == 0 {
+                    out.insert(name.to_owned(), json!(value));
+                }
+            }
+        }
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
-/// Requests/s and p99 (ms) of `wrk -t2 -c64 --latency`.
-async fn wrk(url: &str, secs: u64) -> Result<(f64, f64)> {
+/// Requests/s, p99 (ms) and failures (non-2xx/3xx answers and socket
+/// errors) of `wrk -t2 -c{conns} --latency`.
+async fn wrk(url: &str, conns: usize, secs: u64) -> Result<(f64, f64, f64)> {
     let out = tokio::process::Command::new("wrk")
-        .args(["-t2", "-c64", &format!("-d{secs}s"), "--latency", url])
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            url,
+        ])
         .output()
         .await
         .map_err(|e| format!("wrk: {e} (install it: apt-get install wrk)"))?;
@@ -335,7 +381,18 @@ async fn wrk(url: &str, secs: u64) -> Result<(f64, f64)> {
         .ok_or("wrk printed no Requests/sec")?
         .parse()?;
     let p99 = field("99%").ok_or("wrk printed no 99% latency")?;
-    Ok((rps, wrk_ms(&p99).ok_or("cannot read wrk's latency")?))
+    let non_2xx: f64 = field("Non-2xx or 3xx responses:").map_or(Ok(0.0), |n| n.parse())?;
+    // "Socket errors: connect 0, read 0, write 0, timeout 0"
+    let socket: f64 = field("Socket errors:").map_or(0.0, |t| {
+        t.split(',')
+            .filter_map(|part| part.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    });
+    Ok((
+        rps,
+        wrk_ms(&p99).ok_or("cannot read wrk's latency")?,
+        non_2xx + socket,
+    ))
 }
 
 /// "7.62ms" / "812.00us" / "1.02s" -> milliseconds.

@@ -153,9 +153,13 @@ impl Target {
             .sum()
     }
 
-    /// CPU time (user + system) the server's processes have used, seconds.
-    pub fn cpu_seconds(&self) -> f64 {
-        self.pids.iter().filter_map(|p| proc_cpu(*p)).sum()
+    /// CPU time the server's processes have used so far, user and kernel
+    /// apart (every process of it: nginx's master and workers, pollgate).
+    pub fn cpu(&self) -> Cpu {
+        self.pids
+            .iter()
+            .filter_map(|p| proc_cpu(*p))
+            .fold(Cpu::default(), |sum, c| sum + c)
     }
 }
 
@@ -193,20 +197,59 @@ server: {{ max_connections: 1000000{threads} }}
     )
 }
 
+/// CPU seconds, split as the kernel accounts them: `user` is the server's
+/// own code (what a change to it can move), `kernel` its system calls, most
+/// of them loopback sends and receives.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub user: f64,
+    pub kernel: f64,
+}
+
+impl Cpu {
+    pub fn total(self) -> f64 {
+        self.user + self.kernel
+    }
+}
+
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+    fn add(self, o: Cpu) -> Cpu {
+        Cpu {
+            user: self.user + o.user,
+            kernel: self.kernel + o.kernel,
+        }
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - o.user,
+            kernel: self.kernel - o.kernel,
+        }
+    }
+}
+
 /// CPU time the load tool itself has used, seconds: when it nears a
 /// scenario's duration, the tool, not the server, sets the pace.
 pub fn own_cpu_seconds() -> f64 {
-    proc_cpu(std::process::id()).unwrap_or(0.0)
+    proc_cpu(std::process::id()).map_or(0.0, Cpu::total)
 }
 
-fn proc_cpu(pid: u32) -> Option<f64> {
+fn proc_cpu(pid: u32) -> Option<Cpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
     let rest = &stat[stat.rfind(')')? + 2..];
     let mut fields = rest.split_whitespace().skip(11);
     let utime: f64 = fields.next()?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    // In clock ticks: 100 a second on Linux (USER_HZ).
+    Some(Cpu {
+        user: utime / 100.0,
+        kernel: stime / 100.0,
+    })
 }
 
 /// Serves the backend on `listen` forever.
@@ -254,7 +297,21 @@ async fn spawn_backend(listen: SocketAddr) -> Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The largest `/bytes/N` answer the backend gives.
+const MAX_BODY: usize = 1 << 20;
+
+/// `N` bytes, cut from one buffer made once: the backend spends no time
+/// making bodies, so what the proxy costs shows.
+fn body_of(n: usize) -> Bytes {
+    static BUF: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BUF.get_or_init(|| Bytes::from(vec![b'x'; MAX_BODY]))
+        .slice(..n.min(MAX_BODY))
+}
+
 fn backend_answer(uri: &http::Uri) -> Response<Full<Bytes>> {
+    if let Some(n) = uri.path().strip_prefix("/bytes/") {
+        return Response::new(Full::new(body_of(n.parse().unwrap_or(0))));
+    }
     let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
     if let Some(channel) = uri.path().strip_prefix("/poll/").filter(|c| !c.is_empty()) {
         // `last=SEQ`: the client has seen item SEQ; say so as `prev-id`.
