@@ -262,6 +262,12 @@ pub const REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// the channel (so a fan-out costs one read per instance, not per waiter).
 pub const REDIS_READ_BATCH: usize = 100;
 
+/// Redis: how long a channel's head read from Redis serves the next polls
+/// that arrive without a cursor, while nothing newer is announced. A burst
+/// of first polls on one channel costs a round trip per this, not one each
+/// (and each round trip still refreshes the channel's meta key's TTL).
+pub const REDIS_HEAD_REUSE: Duration = Duration::from_secs(1);
+
 /// Redis broker defaults: a local Redis, database 0, keys under "pollgate:".
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 pub const REDIS_KEY_PREFIX: &str = "pollgate:";

@@ -14,7 +14,7 @@
 //! keeps one subscription to it and wakes its local waiters, which read from
 //! the history by cursor (the history is the truth; a notification is a hint).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -83,6 +83,9 @@ pub struct RedisBroker {
     settings: RedisSettings,
     conn: ArcSwapOption<Conn>,
     subscribed: AtomicBool,
+    /// Counts subscriptions: a view of a channel read under an earlier one
+    /// may have missed announcements (`Subscription::head`).
+    generation: AtomicU64,
     scripts: Scripts,
     slots: Sharded<ChannelName, Arc<Slot>>,
     relays: Relays,
@@ -101,6 +104,7 @@ impl RedisBroker {
             settings,
             conn: ArcSwapOption::empty(),
             subscribed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             scripts: Scripts {
                 publish: Script::new(&format!("{COMMON}{PUBLISH}")),
                 read: Script::new(&format!("{COMMON}{READ}")),
@@ -206,22 +210,23 @@ impl RedisBroker {
                 .arg(channel.as_str());
             let ts: String = self.invoke(inv).await?;
             let timestamp = Timestamp(ts.parse().map_err(|_| BrokerError::Unavailable)?);
+            let waiters = self
+                .slots
+                .shard(channel)
+                .lock()
+                .get(channel)
+                .map_or(0, |slot| {
+                    slot.wake.note(timestamp);
+                    slot.wake.receiver_count()
+                });
             out.push(Published {
                 channel: channel.clone(),
                 id,
                 timestamp,
-                waiters: self.local_waiters(channel),
+                waiters,
             });
         }
         Ok(out)
-    }
-
-    fn local_waiters(&self, channel: &ChannelName) -> usize {
-        self.slots
-            .shard(channel)
-            .lock()
-            .get(channel)
-            .map_or(0, |s| s.wake.receiver_count())
     }
 
     pub fn subscribe(self: &Arc<Self>, channel: &ChannelName) -> Subscription {
@@ -327,6 +332,9 @@ impl RedisBroker {
             match self.connect().await {
                 Ok(pubsub) => {
                     backoff = REDIS_BACKOFF_MIN;
+                    // Before anyone can see the broker ready again: no view
+                    // read before the outage passes for current.
+                    self.generation.fetch_add(1, Ordering::AcqRel);
                     self.subscribed.store(true, Ordering::Release);
                     info!(url = %redact(&self.settings.url), "redis broker connected");
                     self.wake_all();

@@ -110,6 +110,13 @@ impl Wake {
         Timestamp(self.latest.load(Ordering::Acquire))
     }
 
+    /// Records `ts` as known without waking anyone: this instance published
+    /// it, and the waiters are woken when Redis announces it. A poll that
+    /// arrives meanwhile starts after it.
+    pub fn note(&self, ts: Timestamp) {
+        self.latest.fetch_max(ts.0, Ordering::AcqRel);
+    }
+
     /// Wakes every waiter: announces `ts` (or keeps a newer one) and wakes
     /// each thread's waiters from that thread where it has a relay. Returns
     /// how many threads were handed to their relay.

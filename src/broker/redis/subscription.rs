@@ -15,7 +15,7 @@ use super::super::message::{ChannelName, Message, Prepared, Timestamp};
 use super::super::waiter;
 use super::super::{BrokerError, BufferConfig};
 use super::{RedisBroker, Slot};
-use crate::defaults::{REDIS_READ_BATCH, REDIS_READ_MAX};
+use crate::defaults::{REDIS_HEAD_REUSE, REDIS_READ_BATCH, REDIS_READ_MAX};
 
 /// History fetched from Redis, shared by a channel's local waiters.
 #[derive(Default)]
@@ -32,6 +32,9 @@ pub(super) struct Cache {
     /// The meta hash was missing when read: the history is gone.
     pub(super) fresh: bool,
     pub(super) valid: bool,
+    /// When it was read from Redis, and under which subscription.
+    pub(super) fetched: Option<tokio::time::Instant>,
+    pub(super) generation: u64,
 }
 
 /// A local waiter's registration on a channel.
@@ -43,10 +46,50 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The channel's newest timestamp: where a poll without a cursor starts.
+    ///
+    /// Read from Redis, or from this instance's copy when that was read less
+    /// than `REDIS_HEAD_REUSE` ago, under the current subscription, holds
+    /// everything up to Redis's head then, and nothing newer has been
+    /// announced or published here since (`wake`). The head always comes
+    /// from Redis: an announcement only says when to ask again. A message
+    /// published on another instance and not yet announced here is one a
+    /// poll arriving at that moment may see or not, as with any race
+    /// between a publish and a poll.
     pub async fn head(&self, buffer: BufferConfig) -> Result<Timestamp, BrokerError> {
+        let known = self.slot.wake.latest();
         let mut cache = self.slot.cache.lock().await;
-        self.fetch(&mut cache, Timestamp(u64::MAX / 2), 1, buffer)
+        let recent = cache
+            .fetched
+            .is_some_and(|at| at.elapsed() < REDIS_HEAD_REUSE);
+        if recent
+            && cache.valid
+            && cache.complete
+            && known <= cache.upto
+            && cache.generation == self.broker.generation.load(Ordering::Acquire)
+            && !self.slot.stale.load(Ordering::Acquire)
+            && self.broker.is_ready()
+        {
+            return Ok(cache.upto);
+        }
+        // Read into a cache of its own: the shared one keeps the messages
+        // the channel's other waiters read from.
+        let mut head = Cache::default();
+        self.fetch(&mut head, Timestamp(u64::MAX / 2), 1, buffer)
             .await?;
+        let current = cache.valid
+            && cache.complete
+            && head.valid
+            && head.upto == cache.upto
+            && head.epoch == cache.epoch
+            && head.lost == cache.lost;
+        if current {
+            // Still what Redis holds: keep its messages for the readers.
+            cache.fetched = head.fetched;
+            cache.generation = head.generation;
+        } else {
+            *cache = head;
+        }
         Ok(cache.upto)
     }
 
@@ -158,6 +201,9 @@ impl Subscription {
         count: usize,
         buffer: BufferConfig,
     ) -> Result<(), BrokerError> {
+        // Taken before the read: a subscription that changes meanwhile
+        // makes this view old at once.
+        let generation = self.broker.generation.load(Ordering::Acquire);
         let (stream, meta) = self.broker.keys(&self.channel);
         let mut inv = self.broker.scripts.read.prepare_invoke();
         inv.key(&stream)
@@ -207,6 +253,8 @@ impl Subscription {
             lost: Timestamp(num(fields.get(2))),
             fresh: num(fields.get(3)) == 0,
             valid: true,
+            fetched: Some(tokio::time::Instant::now()),
+            generation,
         };
         // A history just recreated is only "fresh" for the read that found it.
         if cache.fresh {
