@@ -110,6 +110,10 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Idle pooled upstream connections are closed after this (nginx keepalive_timeout).
 pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);
 
+/// Pooled connections a request tries that turn out closed before it is
+/// sent, before it goes out on a new one.
+pub const UPSTREAM_STALE_RETRIES: usize = 3;
+
 /// Largest `max=` batch a poll may ask for.
 pub const POLL_MAX_BATCH: usize = 1000;
 

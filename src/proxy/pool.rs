@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use crate::answer::Body;
+use crate::defaults::UPSTREAM_STALE_RETRIES;
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +102,6 @@ pub(super) struct Pool {
     idle_timeout: Duration,
 }
 
-/// Pooled connections a request tries that turn out closed before it is
-/// sent, before it goes to a new one.
-const STALE_RETRIES: usize = 3;
-
 impl Pool {
     pub(super) fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
@@ -136,7 +133,7 @@ impl Pool {
             }
         }
         let mut replayed = false;
-        for _ in 0..STALE_RETRIES {
+        for _ in 0..UPSTREAM_STALE_RETRIES {
             let Some(mut sender) = self.ready() else {
                 break;
             };
@@ -170,9 +167,10 @@ impl Pool {
     /// pool: the most recently used first, so the least used ones age out.
     fn ready(&self) -> Option<http1::SendRequest<Body>> {
         let mut conns = self.conns.lock();
-        let at = conns
-            .iter()
-            .rposition(|c| c.sender.is_ready() && !c.sender.is_closed())?;
+        // Closed ones go now, not at the sweep: an app that closes after
+        // every answer would otherwise grow the list by the request rate.
+        conns.retain(|c| !c.sender.is_closed());
+        let at = conns.iter().rposition(|c| c.sender.is_ready())?;
         Some(conns.remove(at).sender)
     }
 
@@ -233,7 +231,11 @@ impl Pool {
                 ))
             })?
             .map_err(PoolError::Connect)?;
-        let (sender, conn) = http1::Builder::new().handshake(io).await?;
+        // A connection that never got going is a connect failure.
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| PoolError::Connect(std::io::Error::other(e)))?;
         // The connection runs as a task on this thread's runtime, like the
         // requests that use it. Upgrades: a 101 hands its socket to `splice`.
         tokio::spawn(async move {
@@ -442,6 +444,12 @@ mod tests {
         Request::get("/x").body(crate::answer::empty()).unwrap()
     }
 
+    fn post() -> Request<Body> {
+        Request::post("/orders")
+            .body(crate::answer::full("{}"))
+            .unwrap()
+    }
+
     async fn body_of(resp: Response<Incoming>) -> String {
         use http_body_util::BodyExt;
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -486,11 +494,8 @@ mod tests {
     #[tokio::test]
     async fn a_post_on_a_connection_closed_under_it_is_not_sent_again() {
         let (up, pool) = with_a_stale_connection().await;
-        let post = Request::post("/orders")
-            .body(crate::answer::full("{}"))
-            .unwrap();
         assert!(matches!(
-            pool.request(post).await,
+            pool.request(post()).await,
             Err(PoolError::Failed(_))
         ));
         assert_eq!(up.accepted(), 1, "no second connection for it");
@@ -500,11 +505,8 @@ mod tests {
     async fn a_request_the_app_took_is_never_sent_again() {
         let up = upstream(Mode::Silent);
         let pool = up.pool(4);
-        let post = Request::post("/orders")
-            .body(crate::answer::full("{}"))
-            .unwrap();
         assert!(matches!(
-            pool.request(post).await,
+            pool.request(post()).await,
             Err(PoolError::Failed(_))
         ));
         assert_eq!((up.accepted(), up.requests.load(Ordering::SeqCst)), (1, 1));

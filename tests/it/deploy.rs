@@ -6,14 +6,12 @@ use crate::support::*;
 
 #[test]
 fn the_nginx_recipe_passes_nginx_t() {
-    if Command::new("nginx").arg("-v").output().is_err() {
-        assert!(
-            std::env::var("POLLGATE_REQUIRE_NGINX").is_err(),
-            "nginx is required but not installed"
-        );
-        eprintln!(
-            "\n*** SKIPPED: nginx not installed: deploy/nginx/nginx.conf was NOT checked ***\n"
-        );
+    if !tools::program(
+        "nginx",
+        "-v",
+        "POLLGATE_REQUIRE_NGINX",
+        "deploy/nginx/nginx.conf",
+    ) {
         return;
     }
     let prefix = tempfile::tempdir().unwrap();
@@ -70,24 +68,20 @@ async fn probe_succeeds_on_200_and_fails_otherwise() {
 
 #[test]
 fn the_prometheus_alerts_pass_promtool() {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("POLLGATE_REQUIRE_PROMTOOL").is_err(),
-            "promtool is required but not installed"
-        );
-        eprintln!("\n*** SKIPPED: no promtool: deploy/prometheus/alerts.yml was NOT checked ***\n");
+    if !tools::program(
+        "promtool",
+        "--version",
+        "POLLGATE_REQUIRE_PROMTOOL",
+        "deploy/prometheus/alerts.yml",
+    ) {
         return;
     }
     let out = Command::new("promtool")
         .args(["check", "rules", "deploy/prometheus/alerts.yml"])
         .output()
         .unwrap();
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(text.contains("SUCCESS: 6 rules found"), "{text}");
 }
 

@@ -6,13 +6,12 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_client_passes_its_tests() {
-    let node = std::process::Command::new("node").arg("--version").output();
-    if node.is_err() {
-        assert!(
-            std::env::var("POLLGATE_REQUIRE_NODE").is_err(),
-            "node is not installed but POLLGATE_REQUIRE_NODE is set"
-        );
-        eprintln!("\n*** SKIPPED: node not found; the JavaScript client was NOT tested ***\n");
+    if !tools::program(
+        "node",
+        "--version",
+        "POLLGATE_REQUIRE_NODE",
+        "the JavaScript client",
+    ) {
         return;
     }
     // The Node EventSource the streaming tests use (tests/sse, `npm ci`).
@@ -130,12 +129,8 @@ async fn the_packed_client_installs_into_an_empty_project_and_receives() {
             .output()
             .await
             .unwrap();
+        assert_ok(&out);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{script}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         assert!(
             stdout.contains(&format!("{how} received hello {how}")),
             "{stdout}"

@@ -188,12 +188,7 @@ async fn a_client_alternating_instances_gets_every_message_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_means_503_for_publishes_and_not_ready_then_recovery() {
-    let Some(mut redis) = RedisServer::start() else {
-        assert!(
-            std::env::var("POLLGATE_REQUIRE_REDIS").is_err(),
-            "redis-server is required"
-        );
-        eprintln!("*** SKIPPED: redis-server not on PATH ***");
+    let Some(mut redis) = RedisServer::start_or_skip("Redis going down and coming back") else {
         return;
     };
     let _ = redis.data_dir();
@@ -353,12 +348,7 @@ async fn evalsha_calls(url: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_first_polls_asks_redis_for_the_head_once_not_each() {
     // A Redis of its own: no other test's commands in its counts.
-    let Some(redis) = RedisServer::start() else {
-        assert!(
-            std::env::var("POLLGATE_REQUIRE_REDIS").is_err(),
-            "redis-server is required"
-        );
-        eprintln!("*** SKIPPED: redis-server not on PATH ***");
+    let Some(redis) = RedisServer::start_or_skip("the head reuse of first polls") else {
         return;
     };
     let pg = Pollgate::start(&yaml(

@@ -243,7 +243,10 @@ async fn the_status_history_answers_whatever_it_is_asked() {
         let h = reply.json();
         assert_eq!(
             (h["interval_ms"].as_u64(), h["capacity"].as_u64()),
-            (Some(2000), Some(450)),
+            (
+                Some(pollgate::defaults::STATUS_SAMPLE_EVERY.as_millis() as u64),
+                Some(pollgate::defaults::STATUS_SAMPLES as u64)
+            ),
             "{h}"
         );
         assert!(

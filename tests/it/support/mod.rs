@@ -206,7 +206,8 @@ pub fn rss_kib() -> u64 {
 pub fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }

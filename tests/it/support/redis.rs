@@ -65,6 +65,19 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// A Redis of the test's own, or a loud skip (never in CI).
+    pub fn start_or_skip(untested: &str) -> Option<RedisServer> {
+        let server = RedisServer::start();
+        if server.is_none() {
+            super::tools::skip(
+                "POLLGATE_REQUIRE_REDIS",
+                "redis-server is not on PATH",
+                untested,
+            );
+        }
+        server
+    }
+
     pub fn start() -> Option<RedisServer> {
         Command::new("redis-server")
             .arg("--version")

@@ -48,6 +48,16 @@ pub fn venv(dir: &Path) -> Result<PathBuf, String> {
         .clone()
 }
 
+/// Whether `program` runs here (`program arg` starts); when it does not,
+/// the test is skipped as `skip` says.
+pub fn program(program: &str, arg: &str, require: &str, untested: &str) -> bool {
+    if Command::new(program).arg(arg).output().is_ok() {
+        return true;
+    }
+    skip(require, &format!("{program} is not installed"), untested);
+    false
+}
+
 /// A test that cannot run here: fails when `require` is set (CI), else
 /// says loudly what was not tested.
 pub fn skip(require: &str, why: &str, untested: &str) {
