@@ -8,8 +8,13 @@
 # Scenarios b (fan-out to 10,000) and c (1,000 waiters over 100 channels,
 # 2,000 msg/s). Beside the load tool's figures: Redis's own CPU over the
 # scenario (from /proc) and Redis commands per publish (INFO commandstats).
+# Scenario e is the scale-out: "1x" holds 16,000 polls on one instance,
+# "3x" 48,000 on three (16,000 each, each set held by a child process of
+# the load tool on source addresses of its own); one channel, one publish
+# to the first instance reaches all of them, 3 times.
 #
 #   benches/cross.sh                        # b c, one round, ~8 min on 2 cores
+#   SCENARIOS=e benches/cross.sh            # the scale-out, ~4 min
 #   ROUNDS=3 benches/cross.sh               # each figure the median of 3 rounds
 #
 # Raw figures: target/bench-cross/results.jsonl; the table: target/bench-cross/table.md.
@@ -83,7 +88,7 @@ measure() { # target scenario poll-url pub-url cursor
     calls0=$(redis_calls)
     before=$(wc -l <"$OUT/results.jsonl" 2>/dev/null || echo 0)
     cargo bench -q --bench pollgate -- --scenarios "$2" --target "$1" --pids "$pids" \
-        --poll-url "$3" --pub-url "$4" --cursor "$5" --json "$OUT/results.jsonl" $ARGS
+        --poll-url "$3" --pub-url "$4" --cursor "$5" --json "$OUT/results.jsonl" ${EXTRA:-} $ARGS
     after=$(wc -l <"$OUT/results.jsonl")
     [ "$after" -gt "$before" ] || { echo "no result for $1 $2" >&2; return 1; }
     python3 - "$OUT/results.jsonl" "$1" "$2" "$ticks0" "$(redis_ticks)" "$calls0" "$(redis_calls)" <<'PY'
@@ -99,9 +104,35 @@ print(f"{target} {scenario} redis: {record}", file=sys.stderr)
 PY
 }
 
+# Scale-out: 1 and 3 instances of each server, waiters on all, publishes
+# to the first.
+scale_out() { # round
+    local prefix="pgx$$r${1}e:" urls
+    start_pollgate a 18400 18401 "$prefix"
+    measure redis-pollgate-1x e 'http://127.0.0.1:18400/api/poll/{channel}' 'http://127.0.0.1:18401/publish/{channel}' pollgate
+    stop_all
+    start_pollgate a 18400 18401 "$prefix"
+    start_pollgate b 18410 18411 "$prefix"
+    start_pollgate c 18420 18421 "$prefix"
+    urls=$(for p in 18400 18410 18420; do printf 'http://127.0.0.1:%s/api/poll/{channel},' "$p"; done)
+    EXTRA="--e-poll-urls ${urls%,}" measure redis-pollgate-3x e 'http://127.0.0.1:18400/api/poll/{channel}' 'http://127.0.0.1:18401/publish/{channel}' pollgate
+    stop_all
+
+    start_nchan a 8110 8111
+    measure redis-nchan-1x e 'http://127.0.0.1:8110/sub/{channel}' 'http://127.0.0.1:8111/pub/{channel}' nchan
+    stop_all
+    start_nchan a 8110 8111
+    start_nchan b 8120 8121
+    start_nchan c 8130 8131
+    urls=$(for p in 8110 8120 8130; do printf 'http://127.0.0.1:%s/sub/{channel},' "$p"; done)
+    EXTRA="--e-poll-urls ${urls%,}" measure redis-nchan-3x e 'http://127.0.0.1:8110/sub/{channel}' 'http://127.0.0.1:8111/pub/{channel}' nchan
+    stop_all
+}
+
 for round in $(seq "$ROUNDS"); do
 for s in $SCENARIOS; do
     echo "== round $round of $ROUNDS: scenario $s" >&2
+    if [ "$s" = e ]; then scale_out "$round"; continue; fi
     prefix="pgx$$r${round}$s:"
     start_pollgate a 18400 18401 "$prefix"
     measure redis-pollgate-1x "$s" 'http://127.0.0.1:18400/api/poll/{channel}' 'http://127.0.0.1:18401/publish/{channel}' pollgate

@@ -32,6 +32,14 @@ FIGURES = [
     ("c", "user_cpu_us_per_delivery", "(c) server user-space CPU per delivery, µs", "lower"),
     ("c", "redis_cpu_s", "(c) Redis CPU over the scenario, s", "lower"),
     ("c", "redis_commands_per_publish", "(c) Redis commands per publish", "lower"),
+    ("e", "waiters", "(e) scale-out: polls held over all instances", None),
+    ("e", "lost", "(e) scale-out: answers missing", "lower"),
+    ("e", "p99_ms", "(e) scale-out p99, ms", "lower"),
+    ("e", "completion_ms_mean", "(e) scale-out completion (mean of reps), ms", "lower"),
+    ("e", "cpu_us_per_delivery", "(e) server CPU per delivery (all instances), µs", "lower"),
+    ("e", "user_cpu_us_per_delivery", "(e) server user-space CPU per delivery, µs", "lower"),
+    ("e", "redis_cpu_s", "(e) Redis CPU over the scenario, s", "lower"),
+    ("e", "redis_commands_per_publish", "(e) Redis commands per publish", "lower"),
 ] + [
     row
     for conns in (64, 512)

@@ -11,6 +11,7 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod scenarios;
+mod spread;
 mod target;
 
 use std::path::PathBuf;
@@ -35,12 +36,15 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: std::net::SocketAddr,
     },
+    /// Hold waiters for scenario e's parent (a child process of this tool).
+    Hold(spread::HoldArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Scenarios to run, in order: a (memory), b (fan-out), c (sustained),
-    /// d (proxied GETs, needs wrk), scale (a and b at each --scale size).
+    /// d (proxied GETs, needs wrk), e (one channel's
+    /// waiters spread over --e-poll-urls), scale (a and b at each --scale size).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,scale")]
     scenarios: Vec<String>,
     #[command(flatten)]
@@ -58,6 +62,7 @@ fn main() {
     let outcome = runtime.block_on(async move {
         match cli.cmd {
             Some(Cmd::Backend { listen }) => target::serve_backend(listen).await,
+            Some(Cmd::Hold(args)) => spread::hold(args).await,
             None => scenarios::run_all(cli.run).await,
         }
     });

@@ -41,6 +41,15 @@ pub struct Sizes {
     /// Waiter counts of the scaling table (19k is the per-process file limit here).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000,19000")]
     pub scale: Vec<usize>,
+    /// (e) Poll URLs of the instances the waiters spread over, one child
+    /// process each (default: the target's poll URL alone); waiters per
+    /// instance; publishes.
+    #[arg(long, value_delimiter = ',')]
+    pub e_poll_urls: Vec<String>,
+    #[arg(long, default_value_t = 16_000)]
+    pub e_waiters: usize,
+    #[arg(long, default_value_t = 3)]
+    pub e_reps: usize,
     /// New connections per second while the waiters connect.
     #[arg(long, default_value_t = 5_000)]
     pub connect_rate: u64,
@@ -57,7 +66,7 @@ const SOURCES: [Ipv4Addr; 4] = [
 
 /// Time for the last polls to reach the server and be held after the load
 /// tool has sent them (it cannot see the server's side).
-const SETTLE: Duration = Duration::from_millis(1500);
+pub(crate) const SETTLE: Duration = Duration::from_millis(1500);
 
 pub async fn run_all(args: RunArgs) -> Result<()> {
     let tag = format!("r{}x{}", std::process::id(), client::now_us() % 1_000_000);
@@ -90,6 +99,10 @@ pub async fn run_all(args: RunArgs) -> Result<()> {
                 let fig = proxied(&target, args.sizes.d_duration).await?;
                 report.line(&name, "d", &fig);
             }
+            "e" => {
+                let fig = crate::spread::scale_out(&target, &args.sizes, &tag).await?;
+                report.line(&name, "e", &fig);
+            }
             "scale" => {
                 drop(target);
                 for &n in &args.sizes.scale {
@@ -106,7 +119,9 @@ pub async fn run_all(args: RunArgs) -> Result<()> {
                     report.line(&name, "scale", &fig);
                 }
             }
-            other => return Err(format!("unknown scenario {other:?} (a, b, c, d, scale)").into()),
+            other => {
+                return Err(format!("unknown scenario {other:?} (a, b, c, d, e, scale)").into())
+            }
         }
     }
     Ok(())
@@ -409,7 +424,7 @@ fn wrk_ms(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * scale)
 }
 
-fn percentile(sorted_us: &[u64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted_us: &[u64], p: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
@@ -417,7 +432,7 @@ fn percentile(sorted_us: &[u64], p: f64) -> f64 {
     sorted_us[i] as f64 / 1e3
 }
 
-fn mean(v: &[f64]) -> f64 {
+pub(crate) fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         0.0
     } else {
