@@ -11,7 +11,9 @@
 # Scenario e is the scale-out: "1x" holds 16,000 polls on one instance,
 # "3x" 48,000 on three (16,000 each, each set held by a child process of
 # the load tool on source addresses of its own); one channel, one publish
-# to the first instance reaches all of them, 3 times.
+# to the first instance reaches all of them, 3 times. Redis's CPU and
+# commands are counted over the whole scenario, the waiters' first polls
+# included (as in b).
 #
 #   benches/cross.sh                        # b c, one round, ~8 min on 2 cores
 #   SCENARIOS=e benches/cross.sh            # the scale-out, ~4 min
@@ -26,6 +28,7 @@ RUN=${RUN:-/tmp/pollgate-cross}
 SCENARIOS=${SCENARIOS:-"b c"}
 ROUNDS=${ROUNDS:-1}
 ARGS=${ARGS:-}
+EXTRA= # set per measurement (scenario e), never taken from the environment
 REDIS=${REDIS:-127.0.0.1:6379}
 mkdir -p "$OUT" "$RUN"
 rm -f "$OUT/results.jsonl"

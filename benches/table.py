@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Renders the JSON lines written by `cargo bench --bench pollgate -- --json FILE`
 as one markdown table: every target's figure per scenario, and the ratio
-pollgate / best peer (below 1 is better for "lower" figures, above 1 for "higher").
+pollgate / best peer (the best peer of the same instance count, "-2x", when
+the names carry one; below 1 is better for "lower" figures, above 1 for "higher").
 
 When a target ran a scenario more than once (compare.sh's ROUNDS), a cell is the
 median with the range in brackets, and the ratio is taken between medians."""
@@ -38,6 +39,7 @@ FIGURES = [
     ("e", "completion_ms_mean", "(e) scale-out completion (mean of reps), ms", "lower"),
     ("e", "cpu_us_per_delivery", "(e) server CPU per delivery (all instances), µs", "lower"),
     ("e", "user_cpu_us_per_delivery", "(e) server user-space CPU per delivery, µs", "lower"),
+    ("e", "load_tool_cpu_ms_per_rep", "(e) the load tool's CPU per rep, all holders, ms", None),
     ("e", "redis_cpu_s", "(e) Redis CPU over the scenario, s", "lower"),
     ("e", "redis_commands_per_publish", "(e) Redis commands per publish", "lower"),
 ] + [
@@ -77,15 +79,27 @@ def main(path):
         if all(v is None for v in values.values()):
             continue
         cells = [cell(runs[t]) for t in targets]
-        known = [values[p] for p in peers if values[p] is not None]
         ratios = []
         for t in ours:
+            known = [values[p] for p in same_size(t, peers) if values[p] is not None]
             ratio = "-"
             if better and known and values[t] is not None:
                 best = min(known) if better == "lower" else max(known)
                 ratio = f"{values[t] / best:.2f}" if best else "-"
             ratios.append(ratio)
         print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+
+
+def same_size(target, peers):
+    """The peers a target is compared with: those of its instance count
+    ("-3x") when the names carry one, so three instances are not measured
+    against one."""
+    size = target.rsplit("-", 1)[-1]
+    if size.endswith("x") and size[:-1].isdigit():
+        paired = [p for p in peers if p.endswith("-" + size)]
+        if paired:
+            return paired
+    return peers
 
 
 def cell(values):

@@ -19,12 +19,12 @@
 //! - [`client`]: the client commands (`pollgate publish`, `tail`, `probe`).
 //! - [`answer`]: what every handler answers with (bodies, JSON, errors by
 //!   fault, the per-connection send queue).
-//! - [`metrics`], [`shutdown`], [`logging`], [`memory`] (giving freed memory
-//!   back), [`threads`] (serving threads), [`defaults`] (every default
+//! - [`metrics`], [`shutdown`], [`logging`], [`memory`] (the allocator, and giving
+//!   freed memory back), [`threads`] (serving threads), [`defaults`] (every default
 //!   timeout and limit).
 
-// Denied, not forbidden: `memory` makes one call into glibc (`malloc_trim`),
-// allowed there alone with the reason beside it.
+// Denied, not forbidden: `memory` makes one call into jemalloc
+// (`mallctl`), allowed there alone with the reason beside it.
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms, clippy::unwrap_used, clippy::expect_used)]
 

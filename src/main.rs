@@ -95,12 +95,6 @@ enum Command {
 /// config given to `run` is invalid.
 const EXIT_CONFIG: u8 = 64;
 
-// glibc's malloc was an eighth of the server's CPU in a fan-out profile
-// (chunk unlinking and consolidation as answers and re-polls churn small
-// buffers); mimalloc's per-thread free lists cost a fraction of that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {

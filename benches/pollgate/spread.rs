@@ -5,10 +5,13 @@
 //! `hold` subcommand), on source addresses of its own; the parent publishes
 //! and gathers every child's latencies.
 //!
-//! The child speaks lines: it prints `held` when all its waiters are held,
-//! then reads a line from stdin: `go` (a publish went out: it prints
-//! `receipts N1 N2 ...`, the latencies in µs, once all its waiters answered
-//! or after 30 s, and goes back to holding) or end of input (it exits).
+//! The child speaks lines: it prints `held` when its waiters are held (or
+//! `held-short N` when only N of them came back within 30 s), then reads a
+//! line from stdin: `go SEQ` (message SEQ went out: once each waiter got it,
+//! or after 30 s, it prints `receipts CPU DUPLICATES ERRORS L1 L2 ...`, its
+//! own CPU seconds since the last `go`, the extra copies of SEQ, its waiters'
+//! errors so far, and one latency in µs per waiter that got SEQ; then it
+//! goes back to holding) or end of input (it exits).
 
 use std::net::Ipv4Addr;
 use std::process::Stdio;
@@ -22,7 +25,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::client::{self, Publisher, Shared};
 use crate::scenarios::{mean, percentile, Sizes, SETTLE};
-use crate::target::{Cpu, CursorKind, Target};
+use crate::target::{own_cpu_seconds, Cpu, CursorKind, Target};
 use crate::Result;
 
 /// What a child needs: its waiters' URL (channel filled in), how many,
@@ -55,28 +58,52 @@ pub async fn hold(args: HoldArgs) -> Result<()> {
     }
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut out = tokio::io::stdout();
+    let mut within = Duration::from_secs(120); // the first connects
     loop {
-        if !shared
-            .until_pending(args.waiters, Duration::from_secs(120))
-            .await
-        {
-            let held = shared.pending.load(Ordering::Relaxed);
-            return Err(format!("only {held} of {} waiters held", args.waiters).into());
-        }
-        out.write_all(b"held\n").await?;
+        let line = if shared.until_pending(args.waiters, within).await {
+            "held\n".to_owned()
+        } else {
+            format!("held-short {}\n", shared.pending.load(Ordering::Relaxed))
+        };
+        within = Duration::from_secs(30);
+        out.write_all(line.as_bytes()).await?;
         out.flush().await?;
-        match stdin.next_line().await? {
-            Some(line) if line == "go" => {}
-            _ => break,
+        let Some(seq) = stdin
+            .next_line()
+            .await?
+            .and_then(|l| l.strip_prefix("go ")?.parse::<u64>().ok())
+        else {
+            break;
+        };
+        let cpu0 = own_cpu_seconds();
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Only this publish's receipts, one per waiter: a late answer to an
+        // earlier one is not this one's latency, and a copy is not a delivery.
+        let mut first = vec![None; args.waiters];
+        let (mut got, mut duplicates) = (0, 0);
+        while got < args.waiters && tokio::time::Instant::now() < end {
+            for r in std::mem::take(&mut *shared.receipts.lock()) {
+                if r.seq != seq {
+                    continue;
+                }
+                match first.get_mut(r.waiter) {
+                    Some(slot @ None) => {
+                        *slot = Some(r.latency_us);
+                        got += 1;
+                    }
+                    _ => duplicates += 1,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        shared
-            .until_receipts(args.waiters, Duration::from_secs(30))
-            .await;
-        let receipts = std::mem::take(&mut *shared.receipts.lock());
-        let mut line = String::from("receipts");
-        for r in &receipts {
+        let mut line = format!(
+            "receipts {} {duplicates} {}",
+            own_cpu_seconds() - cpu0,
+            shared.errors.load(Ordering::Relaxed)
+        );
+        for latency in first.iter().flatten() {
             line.push(' ');
-            line.push_str(&r.latency_us.to_string());
+            line.push_str(&latency.to_string());
         }
         line.push('\n');
         out.write_all(line.as_bytes()).await?;
@@ -88,6 +115,7 @@ pub async fn hold(args: HoldArgs) -> Result<()> {
 
 /// One child process and its two pipes.
 struct Holder {
+    waiters: usize,
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -118,6 +146,7 @@ impl Holder {
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
         Ok(Holder {
+            waiters,
             child,
             stdin,
             stdout,
@@ -133,6 +162,18 @@ impl Holder {
                 self.child.wait().await?
             )
             .into()),
+        }
+    }
+
+    /// Waits for `held`; how many waiters did not come back (0 when all did).
+    async fn held(&mut self) -> Result<usize> {
+        let line = self.expect("held").await?;
+        match line.strip_prefix("-short ") {
+            Some(held) => {
+                eprintln!("scale-out: only {held} waiters held again on one instance");
+                Ok(self.waiters.saturating_sub(held.trim().parse()?))
+            }
+            None => Ok(0),
         }
     }
 
@@ -167,25 +208,34 @@ pub async fn scale_out(target: &Target, sizes: &Sizes, tag: &str) -> Result<serd
             sizes.connect_rate,
         )?);
     }
+    let mut short = 0;
     for h in &mut holders {
-        h.expect("held").await?;
+        short += h.held().await?;
     }
     let publisher = Publisher::new(target);
     let (mut latencies, mut completions, mut cpu) = (Vec::new(), Vec::new(), Vec::<Cpu>::new());
+    let (mut tool_cpu, mut duplicates, mut errors) = (Vec::new(), 0u64, 0u64);
     for rep in 0..reps {
         tokio::time::sleep(SETTLE).await;
         let cpu0 = target.cpu();
-        publisher.publish(&channel, rep as u64 + 1).await?;
+        let seq = rep as u64 + 1;
+        publisher.publish(&channel, seq).await?;
         for h in &mut holders {
-            h.say("go\n").await?;
+            h.say(&format!("go {seq}\n")).await?;
         }
-        let mut last = 0;
+        let (mut last, mut tool) = (0, 0.0);
         for h in &mut holders {
             let line = h.expect("receipts").await?;
-            let got: Vec<u64> = line
-                .split_whitespace()
-                .filter_map(|t| t.parse().ok())
-                .collect();
+            let mut fields = line.split_whitespace();
+            let mut next = || fields.next().ok_or("a short receipts line");
+            tool += next()?.parse::<f64>()?;
+            duplicates += next()?.parse::<u64>()?;
+            // Each child's count so far: the last rep's is the total.
+            let child_errors: u64 = next()?.parse()?;
+            if rep + 1 == reps {
+                errors += child_errors;
+            }
+            let got: Vec<u64> = fields.filter_map(|t| t.parse().ok()).collect();
             if got.len() < n {
                 eprintln!(
                     "scale-out rep {rep}: {} of {n} waiters answered on one instance",
@@ -197,9 +247,10 @@ pub async fn scale_out(target: &Target, sizes: &Sizes, tag: &str) -> Result<serd
         }
         // The re-polls are part of a rep's cost: wait for them too.
         for h in &mut holders {
-            h.expect("held").await?;
+            short += h.held().await?;
         }
         cpu.push(target.cpu() - cpu0);
+        tool_cpu.push(tool);
         completions.push(last as f64 / 1e3);
     }
     for mut h in holders {
@@ -225,5 +276,11 @@ pub async fn scale_out(target: &Target, sizes: &Sizes, tag: &str) -> Result<serd
         "cpu_ms_per_rep": mean(&totals) * 1e3,
         "cpu_us_per_delivery": mean(&totals) * 1e6 / total.max(1) as f64,
         "user_cpu_us_per_delivery": mean(&users) * 1e6 / total.max(1) as f64,
+        // The holders' CPU, summed over the child processes: on a shared box
+        // it is CPU the servers did not get.
+        "load_tool_cpu_ms_per_rep": mean(&tool_cpu) * 1e3,
+        "duplicates": duplicates,
+        "errors": errors,
+        "waiters_not_held_again": short,
     }))
 }

@@ -252,6 +252,28 @@ mod tests {
     }
 
     #[test]
+    fn a_note_is_known_at_once_and_wakes_no_one() {
+        // What the Redis broker's head reuse relies on: a local publish is
+        // noted before Redis announces it, so a first poll that arrives in
+        // between does not start from a head read before it.
+        let relays = Relays::new(NonZeroUsize::MIN);
+        let wake = Wake::new(&relays, Timestamp(1));
+        let mut rx = Some(wake.subscribe());
+        wake.note(Timestamp(7));
+        assert_eq!(wake.latest(), Timestamp(7));
+        assert!(
+            !has_changed(&mut rx),
+            "noted, not announced: no waiter wakes"
+        );
+        wake.note(Timestamp(3));
+        assert_eq!(
+            wake.latest(),
+            Timestamp(7),
+            "an older note never moves it back"
+        );
+    }
+
+    #[test]
     fn one_thread_has_no_relay() {
         let relays = Relays::new(NonZeroUsize::MIN);
         assert!(relays.relay_here().is_none());
