@@ -41,7 +41,8 @@ FIGURES = [
     ("e", "user_cpu_us_per_delivery", "(e) server user-space CPU per delivery, µs", "lower"),
     ("e", "load_tool_cpu_ms_per_rep", "(e) the load tool's CPU per rep, all holders, ms", None),
     ("e", "redis_cpu_s", "(e) Redis CPU over the scenario, s", "lower"),
-    ("e", "redis_commands_per_publish", "(e) Redis commands per publish", "lower"),
+    ("e", "redis_commands_per_publish",
+     "(e) Redis commands over the scenario (first polls included) / publishes", "lower"),
 ] + [
     row
     for conns in (64, 512)
@@ -91,14 +92,12 @@ def main(path):
 
 
 def same_size(target, peers):
-    """The peers a target is compared with: those of its instance count
-    ("-3x") when the names carry one, so three instances are not measured
-    against one."""
+    """The peers a target is compared with: when its name carries an
+    instance count ("-3x"), those of the same count, or none, so three
+    instances are never measured against one."""
     size = target.rsplit("-", 1)[-1]
     if size.endswith("x") and size[:-1].isdigit():
-        paired = [p for p in peers if p.endswith("-" + size)]
-        if paired:
-            return paired
+        return [p for p in peers if p.endswith("-" + size)]
     return peers
 
 

@@ -33,7 +33,7 @@ pub struct Trimmer {
 
 impl Trimmer {
     /// Given the load now, trims when it has fallen far enough; returns
-    /// whether it asked the allocator.
+    /// whether the allocator did (the metric counts only those).
     pub fn check(&mut self, load: usize, now: Instant) -> bool {
         self.high = self.high.max(load);
         let fallen = self.high - load >= MEMORY_TRIM_AFTER_FREES;
@@ -45,14 +45,14 @@ impl Trimmer {
         }
         self.high = load;
         self.last = Some(now);
-        release();
-        true
+        release()
     }
 }
 
-/// Asks the allocator to return every free page to the system now.
+/// Asks the allocator to return every free page to the system now; false
+/// when it refused (a different jemalloc linked in, a renamed control).
 #[allow(unsafe_code)]
-pub fn release() {
+pub fn release() -> bool {
     // `arena.<MALLCTL_ARENAS_ALL>.purge`: every arena (jemalloc 5's
     // MALLCTL_ARENAS_ALL is 4096) returns its unused dirty pages.
     const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
@@ -67,7 +67,10 @@ pub fn release() {
             0,
         )
     };
-    tracing::debug!(rc, "allocator purged");
+    if rc != 0 {
+        tracing::warn!(rc, "the allocator refused to purge its arenas");
+    }
+    rc == 0
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@
 //! `hold` subcommand), on source addresses of its own; the parent publishes
 //! and gathers every child's latencies.
 //!
-//! The child speaks lines: it prints `held` when its waiters are held (or
-//! `held-short N` when only N of them came back within 30 s), then reads a
-//! line from stdin: `go SEQ` (message SEQ went out: once each waiter got it,
-//! or after 30 s, it prints `receipts CPU DUPLICATES ERRORS L1 L2 ...`, its
-//! own CPU seconds since the last `go`, the extra copies of SEQ, its waiters'
-//! errors so far, and one latency in µs per waiter that got SEQ; then it
-//! goes back to holding) or end of input (it exits).
+//! The child speaks lines. It prints `held HELD CPU ERRORS` once all its
+//! waiters are held again, or after 30 s (120 s for the first connects):
+//! how many are, its own CPU seconds and its waiters' errors since it
+//! started. Then it reads a line from stdin: `go SEQ` (message SEQ went
+//! out: once each waiter got it, or after 30 s, it prints `receipts
+//! DUPLICATES LATE L1 L2 ...`, the extra copies of SEQ, the answers to an
+//! earlier publish that came meanwhile, and one latency in µs per waiter
+//! that got SEQ; then it goes back to holding) or end of input (it exits).
 
 use std::net::Ipv4Addr;
 use std::process::Stdio;
@@ -60,12 +61,14 @@ pub async fn hold(args: HoldArgs) -> Result<()> {
     let mut out = tokio::io::stdout();
     let mut within = Duration::from_secs(120); // the first connects
     loop {
-        let line = if shared.until_pending(args.waiters, within).await {
-            "held\n".to_owned()
-        } else {
-            format!("held-short {}\n", shared.pending.load(Ordering::Relaxed))
-        };
+        shared.until_pending(args.waiters, within).await;
         within = Duration::from_secs(30);
+        let line = format!(
+            "held {} {} {}\n",
+            shared.pending.load(Ordering::Relaxed).min(args.waiters),
+            own_cpu_seconds(),
+            shared.errors.load(Ordering::Relaxed)
+        );
         out.write_all(line.as_bytes()).await?;
         out.flush().await?;
         let Some(seq) = stdin
@@ -75,15 +78,15 @@ pub async fn hold(args: HoldArgs) -> Result<()> {
         else {
             break;
         };
-        let cpu0 = own_cpu_seconds();
         let end = tokio::time::Instant::now() + Duration::from_secs(30);
         // Only this publish's receipts, one per waiter: a late answer to an
         // earlier one is not this one's latency, and a copy is not a delivery.
         let mut first = vec![None; args.waiters];
-        let (mut got, mut duplicates) = (0, 0);
+        let (mut got, mut duplicates, mut late) = (0, 0, 0);
         while got < args.waiters && tokio::time::Instant::now() < end {
             for r in std::mem::take(&mut *shared.receipts.lock()) {
                 if r.seq != seq {
+                    late += 1;
                     continue;
                 }
                 match first.get_mut(r.waiter) {
@@ -96,11 +99,7 @@ pub async fn hold(args: HoldArgs) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut line = format!(
-            "receipts {} {duplicates} {}",
-            own_cpu_seconds() - cpu0,
-            shared.errors.load(Ordering::Relaxed)
-        );
+        let mut line = format!("receipts {duplicates} {late}");
         for latency in first.iter().flatten() {
             line.push(' ');
             line.push_str(&latency.to_string());
@@ -111,6 +110,14 @@ pub async fn hold(args: HoldArgs) -> Result<()> {
     }
     shared.stop.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// What a child said in a `held` line.
+#[derive(Clone, Copy, Default)]
+struct Held {
+    waiters: usize,
+    cpu: f64,
+    errors: u64,
 }
 
 /// One child process and its two pipes.
@@ -165,16 +172,23 @@ impl Holder {
         }
     }
 
-    /// Waits for `held`; how many waiters did not come back (0 when all did).
-    async fn held(&mut self) -> Result<usize> {
+    /// Waits for `held`, and keeps what it says.
+    async fn held(&mut self) -> Result<Held> {
         let line = self.expect("held").await?;
-        match line.strip_prefix("-short ") {
-            Some(held) => {
-                eprintln!("scale-out: only {held} waiters held again on one instance");
-                Ok(self.waiters.saturating_sub(held.trim().parse()?))
-            }
-            None => Ok(0),
+        let mut f = line.split_whitespace();
+        let mut next = || f.next().ok_or("a short held line");
+        let held = Held {
+            waiters: next()?.parse()?,
+            cpu: next()?.parse()?,
+            errors: next()?.parse()?,
+        };
+        if held.waiters < self.waiters {
+            eprintln!(
+                "scale-out: only {} of {} waiters held on one instance",
+                held.waiters, self.waiters
+            );
         }
+        Ok(held)
     }
 
     async fn say(&mut self, line: &str) -> Result<()> {
@@ -208,13 +222,14 @@ pub async fn scale_out(target: &Target, sizes: &Sizes, tag: &str) -> Result<serd
             sizes.connect_rate,
         )?);
     }
-    let mut short = 0;
+    let mut start = Vec::new();
     for h in &mut holders {
-        short += h.held().await?;
+        start.push(h.held().await?);
     }
+    let mut now = start.clone();
     let publisher = Publisher::new(target);
     let (mut latencies, mut completions, mut cpu) = (Vec::new(), Vec::new(), Vec::<Cpu>::new());
-    let (mut tool_cpu, mut duplicates, mut errors) = (Vec::new(), 0u64, 0u64);
+    let (mut tool_cpu, mut duplicates, mut late, mut not_back) = (Vec::new(), 0u64, 0u64, 0);
     for rep in 0..reps {
         tokio::time::sleep(SETTLE).await;
         let cpu0 = target.cpu();
@@ -223,18 +238,13 @@ pub async fn scale_out(target: &Target, sizes: &Sizes, tag: &str) -> Result<serd
         for h in &mut holders {
             h.say(&format!("go {seq}\n")).await?;
         }
-        let (mut last, mut tool) = (0, 0.0);
+        let mut last = 0;
         for h in &mut holders {
             let line = h.expect("receipts").await?;
             let mut fields = line.split_whitespace();
             let mut next = || fields.next().ok_or("a short receipts line");
-            tool += next()?.parse::<f64>()?;
             duplicates += next()?.parse::<u64>()?;
-            // Each child's count so far: the last rep's is the total.
-            let child_errors: u64 = next()?.parse()?;
-            if rep + 1 == reps {
-                errors += child_errors;
-            }
+            late += next()?.parse::<u64>()?;
             let got: Vec<u64> = fields.filter_map(|t| t.parse().ok()).collect();
             if got.len() < n {
                 eprintln!(
@@ -245,14 +255,26 @@ pub async fn scale_out(target: &Target, sizes: &Sizes, tag: &str) -> Result<serd
             last = last.max(got.iter().copied().max().unwrap_or(0));
             latencies.extend(got);
         }
-        // The re-polls are part of a rep's cost: wait for them too.
-        for h in &mut holders {
-            short += h.held().await?;
+        // The re-polls are part of a rep's cost: wait for them too. The
+        // holders' CPU is taken over the same span, held to held.
+        let mut tool = 0.0;
+        for (h, before) in holders.iter_mut().zip(now.iter_mut()) {
+            let after = h.held().await?;
+            tool += after.cpu - before.cpu;
+            not_back += n.saturating_sub(after.waiters);
+            *before = after;
         }
         cpu.push(target.cpu() - cpu0);
         tool_cpu.push(tool);
         completions.push(last as f64 / 1e3);
     }
+    let errors: u64 = now
+        .iter()
+        .zip(&start)
+        .map(|(a, b)| a.errors - b.errors)
+        .sum();
+    let errors_connecting: u64 = start.iter().map(|h| h.errors).sum();
+    let not_held_at_start: usize = start.iter().map(|h| n.saturating_sub(h.waiters)).sum();
     for mut h in holders {
         drop(h.stdin.take());
         let _ = tokio::time::timeout(Duration::from_secs(10), h.child.wait()).await;
@@ -280,7 +302,11 @@ pub async fn scale_out(target: &Target, sizes: &Sizes, tag: &str) -> Result<serd
         // it is CPU the servers did not get.
         "load_tool_cpu_ms_per_rep": mean(&tool_cpu) * 1e3,
         "duplicates": duplicates,
+        "late_answers": late,
         "errors": errors,
-        "waiters_not_held_again": short,
+        "errors_connecting": errors_connecting,
+        "waiters_not_held_at_start": not_held_at_start,
+        // Summed over reps: waiters that had not polled again 30 s after one.
+        "waiters_not_back_after_a_rep": not_back,
     }))
 }
