@@ -298,7 +298,7 @@ async fn sweep(shared: Arc<Shared>) {
                 let load = shared.services.metrics.held() + open + channels;
                 let now = tokio::time::Instant::now();
                 shared.active.load().clients.evict_idle(now);
-                if trimmer.check(load, now) {
+                if trimmer.check(load, now, crate::memory::release) {
                     shared.services.metrics.trimmed();
                 }
             }

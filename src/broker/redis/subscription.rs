@@ -57,8 +57,9 @@ impl Subscription {
     /// poll arriving at that moment may see or not, as with any race
     /// between a publish and a poll.
     pub async fn head(&self, buffer: BufferConfig) -> Result<Timestamp, BrokerError> {
-        let known = self.slot.wake.latest();
         let mut cache = self.slot.cache.lock().await;
+        // Read after the lock: a publish noted while this poll queued counts.
+        let known = self.slot.wake.latest();
         let recent = cache
             .fetched
             .is_some_and(|at| at.elapsed() < REDIS_HEAD_REUSE);
@@ -141,8 +142,9 @@ impl Subscription {
         buffer: BufferConfig,
         now: Timestamp,
     ) -> Result<Read, BrokerError> {
-        let known = self.slot.wake.latest();
         let mut cache = self.slot.cache.lock().await;
+        // Read after the lock: a publish noted while this poll queued counts.
+        let known = self.slot.wake.latest();
         // Taken under the lock, and put back unless the fetch completes: a
         // read that fails or is cancelled (an event stream's client left)
         // must not leave the next reader serving the stale cache.
@@ -202,8 +204,10 @@ impl Subscription {
         buffer: BufferConfig,
     ) -> Result<(), BrokerError> {
         // Taken before the read: a subscription that changes meanwhile
-        // makes this view old at once.
+        // makes this view old at once, and its age counts from the ask, so
+        // a slow answer is not reused for a full REDIS_HEAD_REUSE after.
         let generation = self.broker.generation.load(Ordering::Acquire);
+        let asked = tokio::time::Instant::now();
         let (stream, meta) = self.broker.keys(&self.channel);
         let mut inv = self.broker.scripts.read.prepare_invoke();
         inv.key(&stream)
@@ -253,7 +257,7 @@ impl Subscription {
             lost: Timestamp(num(fields.get(2))),
             fresh: num(fields.get(3)) == 0,
             valid: true,
-            fetched: Some(tokio::time::Instant::now()),
+            fetched: Some(asked),
             generation,
         };
         // A history just recreated is only "fresh" for the read that found it.
