@@ -23,7 +23,7 @@ use crate::broker::Broker;
 use crate::config::reload::{self, ReloadStats};
 use crate::config::{Config, ConfigErrors};
 use crate::defaults;
-use crate::memory::Trimmer;
+use crate::memory::{Load, Trimmer};
 use crate::metrics::Metrics;
 use crate::poll::{self, Authorizer};
 use crate::proxy::Clients;
@@ -293,9 +293,13 @@ async fn sweep(shared: Arc<Shared>) {
             _ = shared.services.shutdown.cancelled() => return,
             _ = tick.tick() => {
                 shared.services.broker.sweep(shared.active.load().config.buffer);
+                shared.grip_ids.expire();
                 let (channels, _) = shared.services.broker.totals();
                 let open: usize = shared.connections().iter().map(|(_, n)| n).sum();
-                let load = shared.services.metrics.held() + open + channels;
+                let load = Load {
+                    objects: shared.services.metrics.held() + open + channels + shared.grip_ids.len(),
+                    bytes: crate::broker::held_bytes(),
+                };
                 let now = tokio::time::Instant::now();
                 shared.active.load().clients.evict_idle(now);
                 if trimmer.check(load, now, crate::memory::release) {

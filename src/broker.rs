@@ -19,7 +19,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 pub use buffer::{Cursor, Mark, Read};
-pub use message::{ChannelName, ChannelNameError, Message, PrepareError, Prepared, Timestamp};
+pub use message::{
+    held_bytes, ChannelName, ChannelNameError, Message, PrepareError, Prepared, Timestamp,
+};
 pub use redis::RedisSettings;
 use waiter::Relays;
 

@@ -60,13 +60,22 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// is then closed and what it held is freed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Bytes of answers rendered for one connection and not yet taken by it
-/// (Envoy's per-connection buffer limit is 1 MiB). Past this, a connection's
-/// next answers wait to be rendered until it drains; `server.write_timeout`
-/// closes it if it never does. One answer can pass it (an answer is never
-/// split across the wait), so the memory one connection can pin is this
-/// plus one answer.
+/// Bytes of answers rendered for one HTTP/1 connection and not yet taken
+/// by it (Envoy's per-connection buffer limit is 1 MiB). Past this, a
+/// connection's next answers wait to be rendered until it drains;
+/// `server.write_timeout` closes it if it never does. One answer can pass
+/// it (an answer is never split across the wait), so the memory one
+/// connection can pin is this plus one answer.
 pub const CONNECTION_QUEUE_BYTES: usize = 1024 * 1024;
+
+/// The same bound for each HTTP/2 stream (a client grants each stream its
+/// own window, and one it never reads must not hold up the others): two
+/// event-stream chunks. A stream past it gets nothing more rendered until
+/// it drains; an event stream or GRIP stream that takes nothing for
+/// `server.write_timeout` ends (`slow_client`), its connection open. What
+/// one connection can pin is this, plus one answer and hyper's one chunk
+/// in hand, per stream (`H2_MAX_STREAMS`).
+pub const H2_STREAM_QUEUE_BYTES: usize = 128 * 1024;
 
 /// HTTP/2: a PING after this long without a frame from the client (half
 /// the head timeout)...
@@ -113,6 +122,28 @@ pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);
 /// Pooled connections a request tries that turn out closed before it is
 /// sent, before it goes out on a new one.
 pub const UPSTREAM_STALE_RETRIES: usize = 3;
+
+/// An app that closes connections right after answering (a worker that
+/// exits, a keep-alive timeout of zero): a close that follows an answer
+/// arrives within this on any loaded host, so a pooled connection idle
+/// this long whose close has not been seen is one the app keeps. A
+/// connection the app closed sooner after its answer is counted as such.
+pub const UPSTREAM_CLOSE_SETTLE: Duration = Duration::from_millis(100);
+
+/// How long such a close is remembered, and an app's answer on a reused
+/// connection (proof it keeps them): a request that cannot be sent twice
+/// (a POST, any body) goes out on a pooled connection at once only while
+/// the app is known to keep connections and has not closed one early
+/// lately; otherwise only on one idle for `UPSTREAM_CLOSE_SETTLE`, or on
+/// a new one, so that it is not lost to the app's close.
+pub const UPSTREAM_CLOSE_MEMORY: Duration = Duration::from_secs(10);
+
+/// A cursor later than the broker's clock by more than this was not handed
+/// out by the history it is read against (a host clock stepped back, a
+/// history restored, a Redis failover to a node whose clock is behind): it
+/// is answered as a gap at once instead of passing over every message
+/// stamped before it. Clocks of one broker never disagree by as much.
+pub const CURSOR_CLOCK_SKEW: Duration = Duration::from_secs(1);
 
 /// Largest `max=` batch a poll may ask for.
 pub const POLL_MAX_BATCH: usize = 1000;
@@ -302,6 +333,9 @@ pub const REDIS_IDLE_TTL_MIN: Duration = Duration::from_secs(60);
 /// freed since the last time, the allocator is asked to give free pages back
 /// to the system (see `memory`), at most once per `MEMORY_TRIM_INTERVAL`.
 pub const MEMORY_TRIM_AFTER_FREES: usize = 2_000;
+/// ...or after the bytes of messages held have fallen by this much (a
+/// publish-heavy peak: few objects, many bytes, freed as they expire).
+pub const MEMORY_TRIM_AFTER_BYTES: usize = 16 * 1024 * 1024;
 pub const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Shards of every concurrent map (channels, limit counts): more than the
@@ -418,6 +452,11 @@ pub const SSE_DURATION_LIMIT: Duration = GRIP_STREAM_MAX_LIMIT;
 /// waits in pollgate for a window, and the connection's send queue bounds
 /// the sum. Catching up runs in chunks of this size.
 pub const SSE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The same on HTTP/2, where hyper keeps the chunk it took from a stream
+/// left without window for as long as the connection lives (and a client
+/// can leave 200 such streams): at most this, or one event.
+pub const SSE_CHUNK_BYTES_H2: usize = 16 * 1024;
 
 /// Chunks an HTTP/2 event stream's task may have waiting for the
 /// connection; a chunk that cannot join them within `server.write_timeout`

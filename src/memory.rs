@@ -14,19 +14,31 @@
 //! as they age, and only while it is called. [`release`] has every arena
 //! hand back its unused pages at once. It is not called per request: the
 //! sweep calls [`Trimmer::check`] once per tick, and it releases only when
-//! the instance's load (held polls, connections, channels) has fallen by
-//! `MEMORY_TRIM_AFTER_FREES` since its highest point, at most once per
+//! the instance's load has fallen far since its highest point (its count of
+//! held polls, connections, channels and remembered ids by
+//! `MEMORY_TRIM_AFTER_FREES`, or the bytes of messages it holds by
+//! `MEMORY_TRIM_AFTER_BYTES`: a publish-heavy peak frees few objects but
+//! many bytes when its messages expire), at most once per
 //! `MEMORY_TRIM_INTERVAL`. A steady load never trims.
 
 use tokio::time::Instant;
 
-use crate::defaults::{MEMORY_TRIM_AFTER_FREES, MEMORY_TRIM_INTERVAL};
+use crate::defaults::{MEMORY_TRIM_AFTER_BYTES, MEMORY_TRIM_AFTER_FREES, MEMORY_TRIM_INTERVAL};
+
+/// The instance's load, as the trim looks at it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Held polls, connections, channels and remembered ids.
+    pub objects: usize,
+    /// Bytes of messages held (`broker::held_bytes`).
+    pub bytes: usize,
+}
 
 /// Decides when a fall in load is worth a trim.
 #[derive(Debug, Default)]
 pub struct Trimmer {
-    /// The highest load seen since the last trim.
-    high: usize,
+    /// The highest load seen since the last trim, each measure apart.
+    high: Load,
     last: Option<Instant>,
 }
 
@@ -34,9 +46,11 @@ impl Trimmer {
     /// Given the load now, trims when it has fallen far enough; returns
     /// whether the allocator did (the metric counts only those).
     /// `release` is [`release`] outside tests.
-    pub fn check(&mut self, load: usize, now: Instant, release: impl FnOnce() -> bool) -> bool {
-        self.high = self.high.max(load);
-        let fallen = self.high - load >= MEMORY_TRIM_AFTER_FREES;
+    pub fn check(&mut self, load: Load, now: Instant, release: impl FnOnce() -> bool) -> bool {
+        self.high.objects = self.high.objects.max(load.objects);
+        self.high.bytes = self.high.bytes.max(load.bytes);
+        let fallen = self.high.objects - load.objects >= MEMORY_TRIM_AFTER_FREES
+            || self.high.bytes - load.bytes >= MEMORY_TRIM_AFTER_BYTES;
         let rested = self
             .last
             .is_none_or(|at| now.duration_since(at) >= MEMORY_TRIM_INTERVAL);
@@ -81,20 +95,32 @@ mod tests {
     fn only_a_fall_from_the_peak_trims_and_not_too_often() {
         // The allocator's answer is not what this test is about.
         let purged = || true;
+        let objects = |objects| Load { objects, bytes: 0 };
         let mut t = Trimmer::default();
         let start = Instant::now();
-        assert!(!t.check(10_000, start, purged), "rising load");
-        assert!(!t.check(10_000 - MEMORY_TRIM_AFTER_FREES + 1, start, purged));
-        assert!(t.check(100, start, purged), "fell from the peak");
+        assert!(!t.check(objects(10_000), start, purged), "rising load");
+        assert!(!t.check(objects(10_000 - MEMORY_TRIM_AFTER_FREES + 1), start, purged));
+        assert!(t.check(objects(100), start, purged), "fell from the peak");
         assert!(
-            !t.check(100, start, purged),
+            !t.check(objects(100), start, purged),
             "the peak is now the low point"
         );
-        t.check(50_000, start, purged);
+        t.check(objects(50_000), start, purged);
         assert!(
-            !t.check(0, start + MEMORY_TRIM_INTERVAL / 2, purged),
+            !t.check(objects(0), start + MEMORY_TRIM_INTERVAL / 2, purged),
             "not twice in one interval"
         );
-        assert!(t.check(0, start + MEMORY_TRIM_INTERVAL, purged));
+        assert!(t.check(objects(0), start + MEMORY_TRIM_INTERVAL, purged));
+    }
+
+    #[test]
+    fn a_fall_in_bytes_held_trims_with_few_objects_freed() {
+        let purged = || true;
+        let bytes = |bytes| Load { objects: 10, bytes };
+        let mut t = Trimmer::default();
+        let start = Instant::now();
+        t.check(bytes(MEMORY_TRIM_AFTER_BYTES * 4), start, purged);
+        assert!(!t.check(bytes(MEMORY_TRIM_AFTER_BYTES * 3 + 1), start, purged));
+        assert!(t.check(bytes(0), start, purged), "the messages expired");
     }
 }

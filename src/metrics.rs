@@ -21,7 +21,7 @@ pub use history::{Reading, Sample};
 pub use labels::{ClientError, GripMode, GripOutcome, PollOutcome, ResultKind, SseOutcome};
 use labels::{
     ClientErrorLabel, GripLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel,
-    ResultLabel, RouteLabel, UpstreamErrorLabel, UpstreamLabel,
+    ResultLabel, RouteLabel, UpstreamErrorLabel, UpstreamLabel, UpstreamRetryLabel,
 };
 
 /// Shared metrics handle; cheap to clone.
@@ -200,6 +200,18 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .observe(head_secs);
+    }
+
+    /// A request sent again, or on another connection than first chosen
+    /// (`reason`: see `proxy::pool::Retry`).
+    pub fn upstream_retry(&self, upstream: &str, reason: &'static str) {
+        self.0
+            .upstream_retries
+            .get_or_create(&UpstreamRetryLabel {
+                upstream: upstream.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn upstream_error(&self, upstream: &str, kind: &'static str) {

@@ -15,6 +15,7 @@ mod body;
 mod clients;
 mod headers;
 mod pool;
+mod socket;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -195,8 +196,7 @@ where
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, h::stream(body));
 
-    let (mut resp, in_flight) =
-        send(caller.clients, upstream, out, timeout, body_watch.as_ref()).await?;
+    let (mut resp, in_flight) = send(&caller, upstream, out, timeout, body_watch.as_ref()).await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -212,6 +212,10 @@ where
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
+    // The answer is pollgate's, in pollgate's version (as nginx does): an
+    // app's `HTTP/1.0` would make an HTTP/1.1 client close a connection
+    // pollgate keeps.
+    parts.version = Version::HTTP_11;
     let body = UpstreamBody::new(
         body,
         timeout,
@@ -247,7 +251,7 @@ pub async fn subrequest(
     let mut req = Request::new(h::empty());
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    let (resp, in_flight) = send(caller.clients, upstream, req, timeout, None).await?;
+    let (resp, in_flight) = send(&caller, upstream, req, timeout, None).await?;
     let (name, metrics) = (upstream.name.clone(), caller.metrics.clone());
     Ok(resp.map(|body| UpstreamBody::new(body, timeout, in_flight, name, metrics)))
 }
@@ -260,13 +264,13 @@ pub async fn subrequest(
 /// start when it has none): an upload that takes longer than the route
 /// timeout is not the app's fault, and neither is a client that stalls it.
 async fn send(
-    clients: &Clients,
+    caller: &Caller<'_>,
     upstream: &Upstream,
     req: Request<Body>,
     timeout: Duration,
     body: Option<&BodyWatch>,
 ) -> Result<(Response<Incoming>, OwnedSemaphorePermit), ProxyError> {
-    let Some((pool, in_flight)) = clients.get(upstream) else {
+    let Some((pool, in_flight)) = caller.clients.get(upstream) else {
         // Clients are built from the same config snapshot as the routes,
         // so this is unreachable unless that wiring breaks.
         return Err(ProxyError::Unconfigured(upstream.name.clone()));
@@ -276,7 +280,7 @@ async fn send(
         return Err(ProxyError::Shed { upstream: name() });
     };
     let answered = tokio::select! {
-        answered = pool.request(req) => answered,
+        answered = pool.request(req, |retry| caller.metrics.upstream_retry(&upstream.name, retry.label())) => answered,
         _ = head_deadline(timeout, body) => {
             return Err(ProxyError::Timeout { upstream: name(), after: timeout });
         }

@@ -31,6 +31,10 @@
 
 mod body;
 mod conn;
+mod framing;
+#[cfg(test)]
+mod hyper_h1;
+mod inbound;
 mod io;
 mod lean;
 mod listeners;
@@ -55,13 +59,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use crate::answer::{self, Body, SendQueue};
 use crate::defaults::{
     self, ACCEPT_ERROR_BACKOFF, CONNECTION_QUEUE_BYTES, H2_MAX_PENDING_RESETS, H2_MAX_STREAMS,
-    H2_PING_TIMEOUT, H2_STREAM_SEND_BUFFER, MAX_HEADERS, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT,
+    H2_PING_TIMEOUT, H2_STREAM_QUEUE_BYTES, H2_STREAM_SEND_BUFFER, MAX_HEADERS, MAX_HEADER_BYTES,
+    TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::metrics::{ClientError, Metrics};
 use conn::ConnState;
@@ -371,20 +377,55 @@ where
         info.slot = Some(slot);
         let requests = state.clone();
         let handler = shared.handler.clone();
+        let metrics = shared.metrics.clone();
+        let verdicts = Arc::new(inbound::Verdicts::default());
+        let io = inbound::Inbound::new(io, verdicts.clone(), metrics.clone());
         let service = service_fn(move |req: Request<Incoming>| {
             // Debug level: free when off, and every log line of the request nests under it.
             let span =
                 tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
             let mut request = requests.request();
-            let (parts, body) = req.into_parts();
-            let (body, watch) = RequestBody::new(body, settings.body_timeout);
-            let mut req = Request::from_parts(parts, body);
-            if let Some(watch) = watch {
-                req.extensions_mut().insert(watch);
+            // HTTP/2: each stream waits only for its own room (see
+            // `answer::queue`); HTTP/1 answers one at a time.
+            let mut info = info.clone();
+            if req.version() == http::Version::HTTP_2 {
+                info.queue = Some(requests.stream_queue(H2_STREAM_QUEUE_BYTES));
             }
-            let fut = handler(req, info.clone()).instrument(span);
+            // HTTP/1: the framing follower's verdict on this request.
+            let http1 = req.version() != http::Version::HTTP_2;
+            let verdict = if http1 {
+                verdicts.next()
+            } else {
+                inbound::Verdict::Serve
+            };
+            let fut = if verdict != inbound::Verdict::Serve {
+                metrics.client_error(ClientError::bad_framing);
+                Either::Left(std::future::ready(framing::refusal(verdict)))
+            } else {
+                let (parts, body) = req.into_parts();
+                let (body, watch) = RequestBody::new(body, settings.body_timeout);
+                let mut req = Request::from_parts(parts, body);
+                if let Some(watch) = watch {
+                    req.extensions_mut().insert(watch);
+                }
+                Either::Right(handler(req, info))
+            }
+            .instrument(span);
+            let verdicts = verdicts.clone();
             async move {
-                let resp = fut.await;
+                let mut resp = fut.await;
+                // The follower stopped after this request: hyper must not
+                // read a request no verdict was given for (an upgrade's
+                // 101 hands the connection over anyway).
+                if http1
+                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                    && verdicts.last_judged()
+                {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 request.responded();
                 // In flight until the answer's body is done with.
                 Ok::<_, Infallible>(resp.map(|body| {
@@ -395,7 +436,7 @@ where
                 }))
             }
         });
-        let io = WriteDeadline::new(io, settings.write_timeout);
+        let io = WriteDeadline::new(io, settings.write_timeout, state.queue().clone());
         let conn = shared
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -406,7 +447,12 @@ where
         // polled only when one of them moves, not at every wakeup of the
         // connection (a select here polled four watches per I/O event).
         let (cut, mut cut_off) = tokio::sync::oneshot::channel();
-        tokio::spawn(conn::watchdog(state.clone(), settings, cut));
+        tokio::spawn(conn::watchdog(
+            state.clone(),
+            settings,
+            shared.metrics.clone(),
+            cut,
+        ));
         let ended = tokio::select! {
             biased;
             served = conn => match served {

@@ -16,7 +16,7 @@ async function say(page, user, text) {
   await page.click("button");
 }
 
-test("two pages chat through pollgate, across a pollgate restart", async () => {
+test("two pages chat through pollgate, across a pollgate restart", { timeout: 120000 }, async () => {
   const app = start(APP_BIN, ["--listen", `127.0.0.1:${APP_PORT}`, "--webhook", `http://127.0.0.1:${HOOK_PORT}`]);
   let pg = start(PG_BIN, ["--config", PG_CONFIG]);
   const browser = await launch();
@@ -65,7 +65,9 @@ test("two pages chat through pollgate, across a pollgate restart", async () => {
       const texts = await p.locator("li.message").allTextContents();
       assert.equal(texts.length, 5, texts.join(" | "));
       assert.equal(new Set(texts).size, 5);
-      await exactlyOnce(p, ["hello from A", "hi A, this is B", "while you were away", "after the restart", "still here"]);
+    }
+    await exactlyOnce([a, b], ["hello from A", "hi A, this is B", "while you were away", "after the restart", "still here"], PG_PORT);
+    for (const p of [a, b]) {
       assert.equal(await p.evaluate(() => client.transport), "sse");
     }
     if (SHOTS) await b.screenshot({ path: `${SHOTS}/chat.png` });

@@ -85,10 +85,18 @@ async function record(page) {
   });
 }
 
-async function exactlyOnce(page, texts) {
-  const delivered = await page.evaluate(() => window.delivered);
-  for (const t of texts) {
-    assert.equal(delivered.filter((d) => d === t).length, 1, `${t}: ${delivered.join(" | ")}`);
+// Each of `texts` was delivered exactly once to each of `pages`. Checked
+// once a message said after them has arrived on every page: delivery is in
+// order, so a late duplicate of any of them would have come before it.
+async function exactlyOnce(pages, texts, port) {
+  const sentinel = `delivered after the rest ${Date.now()}`;
+  await postMessage(port, "check", sentinel);
+  for (const page of pages) {
+    await page.waitForFunction((s) => window.delivered.includes(s), sentinel, { timeout: 15000 });
+    const delivered = await page.evaluate(() => window.delivered);
+    for (const t of texts) {
+      assert.equal(delivered.filter((d) => d === t).length, 1, `${t}: ${delivered.join(" | ")}`);
+    }
   }
 }
 

@@ -44,7 +44,7 @@ test.after(async () => {
   await stop(app);
 });
 
-test("the client streams events where nothing buffers them", async () => {
+test("the client streams events where nothing buffers them", { timeout: 120000 }, async () => {
   const page = await open(browser, `http://127.0.0.1:${PG_PORT}/`);
   await page.locator("#status.connected").waitFor({ timeout: 15000 });
   await page.waitForFunction(() => client.transport === "sse", null, { timeout: 15000 });
@@ -52,13 +52,13 @@ test("the client streams events where nothing buffers them", async () => {
   await postMessage(PG_PORT, "ann", "streamed one");
   await postMessage(PG_PORT, "ann", "streamed two");
   await sees(page, "streamed two");
-  await exactlyOnce(page, ["streamed one", "streamed two"]);
+  await exactlyOnce([page], ["streamed one", "streamed two"], PG_PORT);
   const events = await metric("pollgate_sse_events_total");
   assert.ok(events >= 2, `${events} events sent`);
   await page.close();
 });
 
-test("behind a proxy that buffers the stream, the client long-polls and loses nothing", async () => {
+test("behind a proxy that buffers the stream, the client long-polls and loses nothing", { timeout: 120000 }, async () => {
   const page = await open(browser, `http://127.0.0.1:${NGINX_PORT}/?heartbeatMs=1500`);
   // Said while the stream is still being held back by nginx.
   await postMessage(NGINX_PORT, "ben", "said while buffered");
@@ -67,7 +67,7 @@ test("behind a proxy that buffers the stream, the client long-polls and loses no
   await sees(page, "said while buffered");
   await postMessage(NGINX_PORT, "ben", "said while polling");
   await sees(page, "said while polling");
-  await exactlyOnce(page, ["said while buffered", "said while polling"]);
+  await exactlyOnce([page], ["said while buffered", "said while polling"], NGINX_PORT);
   assert.equal(await page.evaluate(() => client.transport), "poll", "it stays on long polling");
   await page.close();
 });

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::queue::SendQueue;
@@ -17,6 +18,10 @@ use super::queue::SendQueue;
 /// The writing end. Dropping it ends the body.
 pub struct ChunkSender {
     tx: mpsc::Sender<Bytes>,
+    /// The body's end too: a writer that gives up on its client frees
+    /// what it had queued (the body may never be polled again: HTTP/2
+    /// holds a stream without window as long as its connection lives).
+    rx: Arc<Mutex<mpsc::Receiver<Bytes>>>,
     queue: Option<Arc<SendQueue>>,
 }
 
@@ -39,7 +44,7 @@ impl ChunkSlot<'_> {
 
 /// The body: the chunks, in order, as the connection takes them.
 pub struct Chunks {
-    rx: mpsc::Receiver<Bytes>,
+    rx: Arc<Mutex<mpsc::Receiver<Bytes>>>,
     queue: Option<Arc<SendQueue>>,
 }
 
@@ -50,9 +55,11 @@ pub struct BodyGone;
 /// A body fed by its sender, at most `capacity` chunks waiting.
 pub fn chunks(capacity: usize, queue: Option<Arc<SendQueue>>) -> (ChunkSender, Chunks) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
+    let rx = Arc::new(Mutex::new(rx));
     (
         ChunkSender {
             tx,
+            rx: rx.clone(),
             queue: queue.clone(),
         },
         Chunks { rx, queue },
@@ -82,6 +89,16 @@ impl ChunkSender {
         })
     }
 
+    /// The writer gives up on a client that takes nothing: what it queued
+    /// is freed and stops counting on the connection (see
+    /// [`SendQueue::abandon`]); the body ends where it is.
+    pub fn abandon(&self) {
+        if let Some(q) = &self.queue {
+            q.abandon();
+        }
+        drain(&self.rx, self.queue.as_deref());
+    }
+
     /// Resolves when the body has been dropped.
     pub async fn closed(&self) {
         self.tx.closed().await
@@ -93,10 +110,10 @@ impl HttpBody for Chunks {
     type Error = std::convert::Infallible;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.rx.poll_recv(cx).map(|chunk| {
+        self.rx.lock().poll_recv(cx).map(|chunk| {
             chunk.map(|c| {
                 if let Some(q) = &self.queue {
                     q.take(c.len());
@@ -110,11 +127,17 @@ impl HttpBody for Chunks {
 impl Drop for Chunks {
     fn drop(&mut self) {
         // What was sent and never taken leaves the queue with the body.
-        self.rx.close();
-        while let Ok(c) = self.rx.try_recv() {
-            if let Some(q) = &self.queue {
-                q.leave(c.len());
-            }
+        drain(&self.rx, self.queue.as_deref());
+    }
+}
+
+/// Closes the body's channel and frees what waits in it.
+fn drain(rx: &Mutex<mpsc::Receiver<Bytes>>, queue: Option<&SendQueue>) {
+    let mut rx = rx.lock();
+    rx.close();
+    while let Ok(c) = rx.try_recv() {
+        if let Some(q) = queue {
+            q.leave(c.len());
         }
     }
 }
@@ -138,5 +161,16 @@ mod tests {
         assert_eq!(tx.send(Bytes::from_static(b"x")).await, Err(BodyGone));
         assert_eq!(q.queued(), 0);
         tx.closed().await;
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_gives_up_frees_what_it_queued_and_the_body_ends() {
+        let q = Arc::new(SendQueue::new(1 << 20));
+        let (tx, mut body) = chunks(4, Some(q.clone()));
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
+        tx.abandon();
+        assert_eq!(q.queued(), 0);
+        assert!(body.frame().await.is_none(), "ended where it was");
+        assert_eq!(tx.send(Bytes::from_static(b"x")).await, Err(BodyGone));
     }
 }

@@ -1,12 +1,14 @@
-//! One connection's send queue: the bytes of answers rendered for it and
-//! not yet taken by it (Envoy's per-connection buffer limit).
+//! A send queue: the bytes of answers rendered for a connection (HTTP/1)
+//! or for one HTTP/2 stream, and not yet taken by it (Envoy's buffer
+//! limits).
 //!
-//! HTTP/1 takes one answer at a time, so there it is one answer. HTTP/2
-//! multiplexes: 200 streams of a client that never sends WINDOW_UPDATE each
-//! had a whole answer rendered and waiting (measured: +489 MB for one
-//! connection). With a queue, a connection past `limit` gets no more answers
-//! rendered until it drains ([`SendQueue::room`]), and one that stops taking
-//! bytes is found by [`SendQueue::stalled`] and closed.
+//! HTTP/1 takes one answer at a time: the connection's queue holds one
+//! answer, and a connection that stops taking bytes is found by
+//! [`SendQueue::stalled`] and closed. HTTP/2 multiplexes, and a client
+//! grants each stream its own window: a stream that takes nothing must
+//! hold only its own bound and never stop the others, so each stream has a
+//! queue of its own ([`SendQueue::for_stream`]), and what renders for it
+//! waits only for its room.
 //!
 //! Bodies count themselves in (`Frames` adds its length when built) and out
 //! (as hyper, or the lean writer, takes each frame; what is left when a body
@@ -32,6 +34,14 @@ pub struct SendQueue {
     closed: AtomicBool,
     /// It was closed by the stall watch: its client stopped reading.
     stalled_out: AtomicBool,
+    /// An HTTP/2 stream's: its connection's queue. It counts every
+    /// stream's bytes too (not against its limit: a stream waits only for
+    /// its own room), so its stall watch closes a connection on which
+    /// nothing at all is taken; and it says when that happened.
+    connection: Option<std::sync::Arc<SendQueue>>,
+    /// The stream's writer gave up on it (a slow client): its bytes no
+    /// longer count on the connection, which stays open for the others.
+    abandoned: AtomicBool,
 }
 
 /// The connection a queue belonged to has ended.
@@ -48,6 +58,42 @@ impl SendQueue {
             filled: Notify::new(),
             closed: AtomicBool::new(false),
             stalled_out: AtomicBool::new(false),
+            connection: None,
+            abandoned: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection's queue, while this stream's bytes count on it.
+    fn on_connection(&self) -> Option<&SendQueue> {
+        self.connection
+            .as_deref()
+            .filter(|_| !self.abandoned.load(Ordering::Acquire))
+    }
+
+    /// Whether the stream has been given up on.
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
+    }
+
+    /// The stream has been given up on (its client took nothing for the
+    /// write deadline): what it left waiting no longer counts on its
+    /// connection, whose stall watch then sees only the other streams.
+    pub fn abandon(&self) {
+        if let Some(c) = self.on_connection() {
+            if !self.abandoned.swap(true, Ordering::AcqRel) {
+                c.leave(self.queued());
+            }
+        }
+        // Whatever waits for room in it learns it has none, ever.
+        self.close();
+    }
+
+    /// The queue of one HTTP/2 stream on the connection whose queue is
+    /// `connection`.
+    pub fn for_stream(connection: &std::sync::Arc<SendQueue>, limit: usize) -> SendQueue {
+        SendQueue {
+            connection: Some(connection.clone()),
+            ..SendQueue::new(limit)
         }
     }
 
@@ -60,6 +106,7 @@ impl SendQueue {
     /// Whether the connection was closed for not reading.
     pub fn was_stalled(&self) -> bool {
         self.stalled_out.load(Ordering::Acquire)
+            || self.connection.as_ref().is_some_and(|c| c.was_stalled())
     }
 
     /// The connection has ended: requests still waiting for room learn it
@@ -82,6 +129,9 @@ impl SendQueue {
 
     /// An answer of `n` bytes was rendered for this connection.
     pub(super) fn add(&self, n: usize) {
+        if let Some(c) = self.on_connection() {
+            c.add(n);
+        }
         if self.queued.fetch_add(n, Ordering::AcqRel) == 0 && n > 0 {
             self.filled.notify_one();
         }
@@ -89,6 +139,9 @@ impl SendQueue {
 
     /// The connection took `n` bytes (a frame).
     pub(super) fn take(&self, n: usize) {
+        if let Some(c) = self.on_connection() {
+            c.taken.fetch_add(1, Ordering::AcqRel);
+        }
         self.taken.fetch_add(1, Ordering::AcqRel);
         self.leave(n);
     }
@@ -97,6 +150,9 @@ impl SendQueue {
     pub(super) fn leave(&self, n: usize) {
         if n == 0 {
             return;
+        }
+        if let Some(c) = self.on_connection() {
+            c.leave(n);
         }
         let before = self.queued.fetch_sub(n, Ordering::AcqRel);
         // Waiters care only about the queue dropping under its limit: one

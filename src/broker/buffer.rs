@@ -17,6 +17,11 @@
 //!   read* (the newest `max_size`, none older than `max_age`), whatever has
 //!   been trimmed so far: a message past its age is treated exactly as if
 //!   the sweep had already removed it (a gap for a cursor before it).
+//! - A cursor later than the broker's clock (and the channel's head) by
+//!   more than `CURSOR_CLOCK_SKEW` was not handed out by this history (the
+//!   clock was stepped back, the history was restored, a Redis failover
+//!   went to a node whose clock is behind): every message stamped before it
+//!   would be passed over, so it is a gap, read from the oldest.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use uuid::Uuid;
 
 use super::message::{Message, Prepared, Timestamp};
 use super::BufferConfig;
+use crate::defaults::CURSOR_CLOCK_SKEW;
 
 /// Where a reader stands in a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +172,7 @@ impl ChannelBuffer {
                     seen: self.head,
                 };
             }
+            Cursor::After(c) if from_the_future(c, self.head.max(now)) => (Timestamp(0), true),
             Cursor::After(c) => (c, c < lost_before),
             Cursor::AfterId(id) => match self.messages.range(first..).find(|m| m.id == id) {
                 Some(m) => (m.timestamp, false),
@@ -181,6 +188,12 @@ impl ChannelBuffer {
             seen: self.head,
         }
     }
+}
+
+/// Whether `cursor` lies ahead of a history whose head, or its broker's
+/// clock, is `latest` (see the invariants).
+pub fn from_the_future(cursor: Timestamp, latest: Timestamp) -> bool {
+    cursor > latest.saturating_add(CURSOR_CLOCK_SKEW)
 }
 
 #[cfg(test)]
@@ -329,6 +342,21 @@ mod tests {
             !b.read(Cursor::After(t[2]), 10, limits, Timestamp::now())
                 .gap
         );
+    }
+
+    #[test]
+    fn a_cursor_from_the_future_is_a_gap_read_from_the_oldest() {
+        let mut b = ChannelBuffer::new(Timestamp(0));
+        let t: Vec<_> = (0..3).map(|_| b.push(&body(), 10).timestamp).collect();
+        let ahead = Timestamp::now().saturating_add(CURSOR_CLOCK_SKEW * 3);
+        let r = b.read_now(Cursor::After(ahead), 10);
+        assert!(r.gap, "messages stamped before it would be passed over");
+        assert_eq!(stamps(&r), t);
+        assert!(r.seen <= Timestamp::now());
+        // Within the skew of the clock: an ordinary cursor.
+        let near = Timestamp::now().saturating_add(CURSOR_CLOCK_SKEW / 2);
+        let r = b.read_now(Cursor::After(near), 10);
+        assert!(!r.gap && r.messages.is_empty());
     }
 
     #[test]

@@ -115,6 +115,11 @@ impl Timestamp {
         (micros < 1.8e19).then_some(Timestamp(micros as u64))
     }
 
+    pub fn saturating_add(self, d: std::time::Duration) -> Timestamp {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_add(micros))
+    }
+
     pub fn saturating_sub(self, d: std::time::Duration) -> Timestamp {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         Timestamp(self.0.saturating_sub(micros))
@@ -199,6 +204,34 @@ pub struct Message {
     /// The message as one Server-Sent Event, rendered on first use and
     /// shared by every stream it goes to (like `single`).
     pub event: std::sync::OnceLock<Bytes>,
+    /// Its share of [`held_bytes`], given back when the last holder lets go.
+    _held: Held,
+}
+
+/// Bytes of message bodies held in memory now (every history, cache and
+/// answer that keeps a message): what the allocator is asked to give back
+/// after a publish-heavy peak (see `memory`).
+pub fn held_bytes() -> usize {
+    HELD_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static HELD_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A message's count in [`held_bytes`].
+#[derive(Debug)]
+struct Held(usize);
+
+impl Held {
+    fn new(n: usize) -> Held {
+        HELD_BYTES.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Held(n)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD_BYTES.fetch_sub(self.0, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Message {
@@ -223,6 +256,7 @@ impl Message {
         single.put_u8(b'}');
         let single = single.freeze();
         Message {
+            _held: Held::new(data.len() + single.len()),
             id,
             timestamp,
             data,

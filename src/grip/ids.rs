@@ -45,6 +45,27 @@ impl SeenIds {
             .collect()
     }
 
+    /// Forgets the ids older than the TTL (the sweep's tick: without a
+    /// publish to look, a burst of ids would be kept for ever), and gives
+    /// back the room a burst took once it is mostly gone.
+    pub fn expire(&self) {
+        let mut inner = self.inner.lock();
+        inner.expire(Instant::now(), GRIP_ID_TTL);
+        if inner.order.capacity() > 4 * inner.order.len().max(64) {
+            inner.order.shrink_to_fit();
+            inner.keys.shrink_to_fit();
+        }
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Remembers the ids of items just stored.
     pub fn remember(&self, keys: impl IntoIterator<Item = Key>) {
         self.remember_at(keys, Instant::now(), GRIP_ID_CACHE_MAX);
@@ -113,6 +134,11 @@ mod tests {
         assert_eq!(seen.fresh(&[Some(key("a", "1"))]), [false]);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(seen.fresh(&[Some(key("a", "1"))]), [true]);
+        // The sweep forgets them without a publish to look.
+        seen.remember([key("b", "1")]);
+        tokio::time::advance(GRIP_ID_TTL).await;
+        seen.expire();
+        assert!(seen.is_empty());
         let now = Instant::now();
         seen.remember_at([key("a", "2"), key("a", "3"), key("a", "4")], now, 2);
         assert_eq!(

@@ -3,9 +3,11 @@
 //! `grip.stream_max` passes, pollgate shuts down, or the client goes.
 //!
 //! The stream is a task of its own feeding the response body (a bounded
-//! queue of chunks, counted in the connection's send queue): a client that
-//! stops reading stops the task at the queue, and the connection's write
-//! deadline closes it, which ends the task.
+//! queue of chunks, counted in the connection's send queue, or the
+//! stream's on HTTP/2): a client that stops reading stops the task at the
+//! queue, and a chunk it cannot queue within `server.write_timeout` ends
+//! the stream (`slow_client`; on HTTP/1 the connection's write deadline
+//! closes the connection too).
 
 use bytes::Bytes;
 use http::Response;
@@ -38,6 +40,7 @@ pub fn start(
         metrics: cx.services.metrics.clone(),
         shutdown: cx.services.shutdown.clone(),
         until: later(cx.grip.stream_max),
+        write_timeout: cx.config.server.write_timeout,
         tx,
         read_any: 0,
         _slot: slot,
@@ -69,6 +72,8 @@ struct Stream {
     metrics: Metrics,
     shutdown: tokio_util::sync::CancellationToken,
     until: Instant,
+    /// The longest a chunk may wait for a place in the body's queue.
+    write_timeout: std::time::Duration,
     tx: ChunkSender,
     /// Bit `i`: channel `i`'s cursor is a message's timestamp.
     read_any: u64,
@@ -159,10 +164,15 @@ impl Stream {
     }
 
     /// Queues a chunk; waits while the client is behind, until it leaves,
-    /// shutdown, or the stream's end (the error says which).
+    /// takes nothing for the write deadline, shutdown, or the stream's end
+    /// (the error says which).
     async fn send(&self, chunk: Bytes) -> Result<(), GripOutcome> {
         tokio::select! {
             sent = self.tx.send(chunk) => sent.map_err(|_| GripOutcome::client_gone),
+            _ = tokio::time::sleep(self.write_timeout) => {
+                self.tx.abandon();
+                Err(GripOutcome::slow_client)
+            }
             _ = self.shutdown.cancelled() => Err(GripOutcome::shutdown),
             _ = sleep_until(self.until) => Err(GripOutcome::max_duration),
         }

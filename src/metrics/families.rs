@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::history::{History, LatencyCounts};
 use super::labels::{
     ClientErrorLabel, GripLabel, HashLabel, LimitLabel, ListenerLabel, OutcomeLabel, ProxyLabel,
-    ResultLabel, RouteLabel, SseLabel, UpstreamErrorLabel, UpstreamLabel,
+    ResultLabel, RouteLabel, SseLabel, UpstreamErrorLabel, UpstreamLabel, UpstreamRetryLabel,
 };
 
 pub(super) struct Inner {
@@ -27,6 +27,7 @@ pub(super) struct Inner {
     pub(super) proxy_requests: Family<ProxyLabel, Counter>,
     pub(super) proxy_duration: Family<RouteLabel, Histogram>,
     pub(super) upstream_errors: Family<UpstreamErrorLabel, Counter>,
+    pub(super) upstream_retries: Family<UpstreamRetryLabel, Counter>,
     pub(super) reloads: Family<ResultLabel, Counter>,
     pub(super) config_generation: Gauge,
     pub(super) config_info: Family<HashLabel, Gauge>,
@@ -135,6 +136,12 @@ impl Inner {
             "Upstream failures, by upstream and kind",
             Family::<UpstreamErrorLabel, Counter>::default(),
         );
+        let upstream_retries = registered(
+            &mut registry,
+            "upstream_retries",
+            "Requests sent again, or on another connection than first chosen, because the app had closed a kept-alive connection; by upstream and reason (stale, unsent, replayed)",
+            Family::<UpstreamRetryLabel, Counter>::default(),
+        );
         let reloads = registered(
             &mut registry,
             "config_reloads",
@@ -234,6 +241,7 @@ impl Inner {
             proxy_requests,
             proxy_duration,
             upstream_errors,
+            upstream_retries,
             reloads,
             config_generation,
             config_info,

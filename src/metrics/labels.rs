@@ -28,12 +28,22 @@ pub enum ClientError {
     body_aborted,
     /// Stopped sending a request body (`server.body_timeout`).
     body_timeout,
-    /// Took no answer bytes for `server.write_timeout`.
+    /// Took no answer bytes for `server.write_timeout`: its connection
+    /// was closed.
     write_timeout,
+    /// An HTTP/2 stream of a connection on which nothing was taken for
+    /// `server.write_timeout`: given up on, the connection kept.
+    stream_write_timeout,
     /// Sent no complete request within `server.header_timeout` of connecting.
     no_request,
     /// Cancelled HTTP/2 streams faster than `H2_MAX_RESETS_PER_SEC`.
     rapid_reset,
+    /// Sent an HTTP/1 request whose framing could be read two ways
+    /// (`Transfer-Encoding` with `Content-Length`): refused with 400.
+    bad_framing,
+    /// Sent an HTTP/2 frame that is an error by its header alone: answered
+    /// with GOAWAY at once.
+    bad_frame,
 }
 
 /// A GRIP hold's kind.
@@ -63,6 +73,8 @@ pub enum GripOutcome {
     gap,
     /// pollgate shut down.
     shutdown,
+    /// A stream's client took nothing for `server.write_timeout`.
+    slow_client,
     /// The client went away (or stopped reading a stream).
     client_gone,
     /// Refused by a limit (429).
@@ -123,6 +135,12 @@ pub(super) struct ProxyLabel {
 pub(super) struct UpstreamErrorLabel {
     pub(super) upstream: String,
     pub(super) kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct UpstreamRetryLabel {
+    pub(super) upstream: String,
+    pub(super) reason: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -44,7 +44,8 @@ use super::{authorize, params, Permit, PollContext, PollError, Ticket};
 use crate::answer::{self as h, Body, ChunkSender, Handed, SendQueue};
 use crate::broker::{BufferConfig, Cursor, Subscription, Timestamp};
 use crate::defaults::{
-    SSE_CHUNK_BYTES, SSE_END_SPREAD, SSE_QUEUE, SSE_READ_BATCH, SSE_RETRY, SSE_RETRY_SPREAD,
+    SSE_CHUNK_BYTES, SSE_CHUNK_BYTES_H2, SSE_END_SPREAD, SSE_QUEUE, SSE_READ_BATCH, SSE_RETRY,
+    SSE_RETRY_SPREAD,
 };
 use crate::metrics::{Metrics, SseGuard, SseOutcome};
 use crate::routes::PollRoute;
@@ -108,7 +109,12 @@ pub(super) async fn open(
         sub,
         cursor,
         buffer,
-        max_batch_bytes: poll.max_batch_bytes.min(SSE_CHUNK_BYTES),
+        // HTTP/2: a stream left without window keeps the chunk hyper took
+        // for as long as its connection lives: small ones there.
+        max_batch_bytes: poll.max_batch_bytes.min(match drive {
+            Drive::Body => SSE_CHUNK_BYTES,
+            Drive::Task => SSE_CHUNK_BYTES_H2,
+        }),
         heartbeat: poll.sse_heartbeat,
         until,
         timer: Box::pin(tokio::time::sleep_until(
@@ -276,8 +282,17 @@ impl Sse {
     }
 
     /// HTTP/2: runs the stream into its body's queue until it ends, the
-    /// client goes, or the client takes nothing for the write deadline.
+    /// client goes, or the client takes nothing for the write deadline
+    /// (then what it had queued is freed: hyper may hold the body for as
+    /// long as the connection lives).
     async fn pump(mut self, tx: ChunkSender) {
+        self.pump_into(&tx).await;
+        if self.outcome == Some(SseOutcome::slow_client) {
+            tx.abandon();
+        }
+    }
+
+    async fn pump_into(&mut self, tx: &ChunkSender) {
         loop {
             // A place in the queue first: a chunk is read only once it can
             // go, so at most `SSE_QUEUE` chunks wait for this stream.
@@ -325,6 +340,22 @@ impl Sse {
                 return None;
             }
         };
+        if read.gap && matches!(self.cursor, Cursor::After(c) if c > read.seen) {
+            // A start point from the future (see `broker::buffer`): the
+            // client learns of the gap and goes on from the channel's head
+            // (not `seen`, which on Redis ends the batch read); what came
+            // before is the app's to resync.
+            let head = match self.sub.head(self.buffer).await {
+                Ok(head) => head,
+                Err(_) => {
+                    self.metrics.broker_error();
+                    return None;
+                }
+            };
+            self.cursor = Cursor::After(head);
+            self.caught_up = false;
+            return Some(wire::gap(head));
+        }
         let sent = super::render::fitting(&read.messages, self.max_batch_bytes);
         // All there was, sent: the next read can wait for an announcement.
         self.caught_up =

@@ -9,15 +9,25 @@
 //! connection goes back to it as soon as its answer's head is out: it is
 //! taken again once hyper says it is ready (its last answer's body is done).
 //!
-//! What hyper-util's client did for correctness, kept:
-//! - an idle connection the upstream closed is never used: a request that
-//!   hyper could not even start on it comes back (`try_send_request`) and
-//!   goes out on another, or a new one. A request hyper has taken is never
-//!   sent again (it may have reached the app): its failure is the answer;
-//! - connections idle longer than the idle timeout are closed (`evict`,
-//!   from the sweep), and at most `max_idle` idle ones are kept;
-//! - connecting is hyper-util's `HttpConnector` (every address of a name,
-//!   the connect timeout split over them, IPv6 and IPv4 raced).
+//! An app may close a kept-alive connection at any time (after every
+//! answer, even, without saying `Connection: close`). So, as nginx does:
+//! - a pooled connection is looked at before a request goes out on it
+//!   (`socket::Probe`: has the app's FIN or a reset arrived?), and one the
+//!   app closed is dropped, not used;
+//! - a request hyper could not even start on a pooled connection (it found
+//!   it closed) comes back (`try_send_request`) and goes out on another;
+//! - a request hyper had written when the connection closed with no answer
+//!   is sent once more, on a new connection, only when sending it twice
+//!   changes nothing at the app (a bodiless GET, HEAD or OPTIONS: nginx's
+//!   `proxy_next_upstream error`); any other request's failure is the
+//!   answer (it may have reached the app). Each goes in
+//!   `pollgate_upstream_retries_total`.
+//!
+//! Also kept from hyper-util's client: connections idle longer than the
+//! idle timeout are closed (`evict`, from the sweep), and at most
+//! `max_idle` idle ones are kept; connecting is hyper-util's
+//! `HttpConnector` (every address of a name, the connect timeout split over
+//! them, IPv6 and IPv4 raced).
 //!
 //! Busy connections stay in the list, not ready until their answer is done:
 //! they are as many as the requests in flight, which `max_in_flight` bounds.
@@ -32,12 +42,14 @@ use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
+use super::socket::{Idle, Probe, Socket};
 use crate::answer::Body;
-use crate::defaults::UPSTREAM_STALE_RETRIES;
+use crate::defaults::{
+    UPSTREAM_CLOSE_MEMORY, UPSTREAM_CLOSE_SETTLE, UPSTREAM_POOL_IDLE, UPSTREAM_STALE_RETRIES,
+};
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -91,33 +103,129 @@ impl Connector {
 
 struct Conn {
     sender: http1::SendRequest<Body>,
-    /// When a sweep first found it idle (`None`: busy when last looked at).
+    /// The socket under it, to look at before reuse.
+    probe: Probe,
+    /// When its last answer's head came back.
+    returned: Instant,
+    /// Since when it has been seen idle, by a request looking for one or
+    /// by the sweep (`None`: busy when last looked at).
     idle_since: Option<Instant>,
+}
+
+/// A request sent once more, or on another connection than first chosen:
+/// the `reason` label of `pollgate_upstream_retries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A pooled connection the app had closed was found before use and
+    /// dropped; the request went out on another.
+    Stale,
+    /// hyper found the pooled connection closed before writing the
+    /// request; it went out on another.
+    Unsent,
+    /// The connection closed under a written request with no answer; the
+    /// request (safe to repeat) went out once more on a new connection.
+    Replayed,
+}
+
+impl Retry {
+    pub fn label(self) -> &'static str {
+        match self {
+            Retry::Stale => "stale",
+            Retry::Unsent => "unsent",
+            Retry::Replayed => "replayed",
+        }
+    }
 }
 
 pub(super) struct Pool {
     connector: Connector,
-    conns: Mutex<Vec<Conn>>,
+    conns: Mutex<Conns>,
     max_idle: usize,
     idle_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Conns {
+    list: Vec<Conn>,
+    /// When the app last answered a request on a connection it had
+    /// answered on before: it keeps connections open.
+    kept: Option<Instant>,
+    /// When the app last closed a connection soon after answering on it
+    /// (within `UPSTREAM_CLOSE_SETTLE`): it may do so after every answer.
+    closes_early: Option<Instant>,
+    /// The shortest time after its last answer at which the app was found
+    /// to have closed an idle connection: its keep-alive timeout, learned
+    /// (from above), and when that was last seen. A request that cannot be
+    /// sent twice is not put on a connection that has been idle for most
+    /// of it. Forgotten after `UPSTREAM_POOL_IDLE` without another sight.
+    idle_close: Option<(Duration, Instant)>,
+}
+
+impl Conns {
+    /// Whether a request must not go out on a pooled connection that may be
+    /// closing under it, unless that one has sat idle for
+    /// `UPSTREAM_CLOSE_SETTLE`. One that cannot be sent twice
+    /// (`replayable` false): unless the app is known to keep its
+    /// connections and has not lately closed one right after an answer.
+    /// One that can: while the app has lately closed connections right
+    /// after answering (a new connection then costs less than a request
+    /// written for nothing, and a replay).
+    fn wary(&self, replayable: bool, now: Instant) -> bool {
+        let recent =
+            |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < UPSTREAM_CLOSE_MEMORY);
+        let early = recent(self.closes_early);
+        early || (!replayable && !recent(self.kept))
+    }
+
+    /// The app closed a connection whose last answer came back at
+    /// `returned` (the kernel said so, or a request failed on it): soon
+    /// after it (it may close after every answer), or once idle (its
+    /// keep-alive timeout is at most that long).
+    fn app_closed(&mut self, returned: Instant, now: Instant) {
+        let after = now.saturating_duration_since(returned);
+        if after < UPSTREAM_CLOSE_SETTLE {
+            self.closes_early = Some(now);
+            return;
+        }
+        let known = self
+            .idle_close
+            .filter(|(_, at)| now.duration_since(*at) < UPSTREAM_POOL_IDLE);
+        self.idle_close = Some((known.map_or(after, |(d, _)| d.min(after)), now));
+    }
+
+    /// How long a connection may have been idle to take a request that
+    /// cannot be sent twice: three quarters of the app's learned keep-alive.
+    fn idle_limit(&self, replayable: bool, now: Instant) -> Option<Duration> {
+        let (d, at) = self.idle_close.filter(|_| !replayable)?;
+        (now.duration_since(at) < UPSTREAM_POOL_IDLE).then_some(d * 3 / 4)
+    }
+}
+
+/// A connection taken out of the pool, or just opened.
+struct Taken {
+    sender: http1::SendRequest<Body>,
+    probe: Probe,
+    /// When it came back from its last answer (`None`: new).
+    returned: Option<Instant>,
 }
 
 impl Pool {
     pub(super) fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             connector,
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::default(),
             max_idle: max_idle.max(1),
             idle_timeout,
         }
     }
 
     /// Sends `req` (origin-form target, `Host` set) and waits for the
-    /// answer's head. Cancel-safe: dropping the future closes the
-    /// connection the request was on, as hyper does.
+    /// answer's head; `retried` hears of every retry. Cancel-safe: dropping
+    /// the future closes the connection the request was on, as hyper does.
     pub(super) async fn request(
         &self,
         mut req: Request<Body>,
+        mut retried: impl FnMut(Retry),
     ) -> Result<Response<Incoming>, PoolError> {
         // hyper writes the target as given (callers give origin-form), and
         // an HTTP/1.1 request needs a Host: the upstream's when the client
@@ -132,56 +240,122 @@ impl Pool {
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
-        let mut replayed = false;
         for _ in 0..UPSTREAM_STALE_RETRIES {
-            let Some(mut sender) = self.ready() else {
+            let copy = replayable(&req);
+            let Some(mut taken) = self.ready(copy.is_some(), &mut retried) else {
                 break;
             };
-            let copy = (!replayed).then(|| replayable(&req)).flatten();
-            match sender.try_send_request(req).await {
+            match taken.sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.put(sender, &resp);
+                    self.put(taken, &resp);
                     return Ok(resp);
                 }
-                Err(mut e) => match (e.take_message(), copy) {
-                    // Never started: the connection was closed under us.
-                    (Some(again), _) => req = again,
-                    // The app closed the idle connection as the request went
-                    // out (keep-alive's race): a request that is safe to
-                    // repeat goes once more, as nginx's proxy_next_upstream.
-                    (None, Some(copy)) if e.error().is_incomplete_message() => {
-                        req = copy;
-                        replayed = true;
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let closed = unsent.is_some() || closed_under(e.error());
+                    if let (true, Some(returned)) = (closed, taken.returned) {
+                        self.conns.lock().app_closed(returned, Instant::now());
                     }
-                    (None, _) => return Err(PoolError::Failed(e.into_error())),
-                },
+                    match (unsent, copy) {
+                        // Never started: the connection was closed under us.
+                        (Some(again), _) => {
+                            retried(Retry::Unsent);
+                            req = again;
+                        }
+                        // The app closed the connection as the request went
+                        // out. A pooled connection beside it is likely as
+                        // old: the one replay goes out on a new one.
+                        (None, Some(copy)) if closed => {
+                            retried(Retry::Replayed);
+                            return self.send_new(copy).await;
+                        }
+                        (None, _) => return Err(PoolError::Failed(e.into_error())),
+                    }
+                }
             }
         }
-        let mut sender = self.connect().await?;
-        let resp = sender.send_request(req).await?;
-        self.put(sender, &resp);
+        self.send_new(req).await
+    }
+
+    /// Sends `req` on a connection opened for it.
+    async fn send_new(&self, req: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+        let mut taken = self.connect().await?;
+        let resp = taken.sender.send_request(req).await?;
+        self.put(taken, &resp);
         Ok(resp)
     }
 
     /// An open connection that can take a request now, taken out of the
     /// pool: the most recently used first, so the least used ones age out.
-    fn ready(&self) -> Option<http1::SendRequest<Body>> {
+    /// Those the app has closed are dropped on the way (`retried` hears).
+    ///
+    /// A request is not put on a connection that may be closing under it
+    /// when `Conns::wary` says so: then only on one that has been idle for
+    /// `UPSTREAM_CLOSE_SETTLE` (a close that follows an answer has arrived
+    /// by then, and the probe sees it). `None`: it goes out on a new
+    /// connection.
+    fn ready(&self, replayable: bool, retried: &mut impl FnMut(Retry)) -> Option<Taken> {
+        let now = Instant::now();
         let mut conns = self.conns.lock();
         // Closed ones go now, not at the sweep: an app that closes after
         // every answer would otherwise grow the list by the request rate.
-        conns.retain(|c| !c.sender.is_closed());
-        let at = conns.iter().rposition(|c| c.sender.is_ready())?;
-        Some(conns.remove(at).sender)
+        // (Nothing is learned from them: hyper also closes connections
+        // for pollgate's own reasons, a body dropped half-read.)
+        conns.list.retain_mut(|c| {
+            if c.sender.is_closed() {
+                return false;
+            }
+            c.idle_since = match (c.sender.is_ready(), c.idle_since) {
+                (false, _) => None,
+                (true, since) => Some(since.unwrap_or(now)),
+            };
+            true
+        });
+        // Looked at once: a close found below makes the next request wary.
+        let wary = conns.wary(replayable, now);
+        let idle_limit = conns.idle_limit(replayable, now);
+        let usable = |c: &Conn| {
+            c.idle_since
+                .is_some_and(|t| !wary || now.duration_since(t) >= UPSTREAM_CLOSE_SETTLE)
+                && idle_limit.is_none_or(|limit| now.duration_since(c.returned) < limit)
+        };
+        loop {
+            let at = conns.list.iter().rposition(usable)?;
+            let conn = conns.list.remove(at);
+            // Plain HTTP: unasked bytes would be read as this request's
+            // answer. Over TLS they may be the TLS layer's own (a session
+            // ticket), which hyper's connection reads as it goes.
+            match conn.probe.idle() {
+                Idle::Open => {}
+                Idle::Unasked if self.connector.tls.is_some() => {}
+                Idle::Closed | Idle::Unasked => {
+                    conns.app_closed(conn.returned, now);
+                    retried(Retry::Stale);
+                    continue;
+                }
+            }
+            return Some(Taken {
+                sender: conn.sender,
+                probe: conn.probe,
+                returned: Some(conn.returned),
+            });
+        }
     }
 
     /// Back in the pool, busy until its answer's body is done. An upgraded
     /// connection is the tunnel's now, and hyper has let it go.
-    fn put(&self, sender: http1::SendRequest<Body>, resp: &Response<Incoming>) {
+    fn put(&self, taken: Taken, resp: &Response<Incoming>) {
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             return;
         }
-        self.conns.lock().push(Conn {
-            sender,
+        let mut conns = self.conns.lock();
+        if taken.returned.is_some() {
+            conns.kept = Some(Instant::now());
+        }
+        conns.list.push(Conn {
+            sender: taken.sender,
+            probe: taken.probe,
+            returned: Instant::now(),
             idle_since: None,
         });
     }
@@ -190,23 +364,23 @@ impl Pool {
     /// the idle timeout, and the least recently used idle ones past
     /// `max_idle`.
     pub(super) fn evict(&self, now: Instant) {
-        let mut conns = self.conns.lock();
-        conns.retain(|c| !c.sender.is_closed());
-        for c in conns.iter_mut() {
+        let list = &mut self.conns.lock().list;
+        list.retain(|c| !c.sender.is_closed());
+        for c in list.iter_mut() {
             c.idle_since = match (c.sender.is_ready(), c.idle_since) {
                 (false, _) => None,
                 (true, since) => Some(since.unwrap_or(now)),
             };
         }
         let idle = self.idle_timeout;
-        conns.retain(|c| c.idle_since.is_none_or(|t| now.duration_since(t) <= idle));
-        let mut surplus = conns
+        list.retain(|c| c.idle_since.is_none_or(|t| now.duration_since(t) <= idle));
+        let mut surplus = list
             .iter()
             .filter(|c| c.idle_since.is_some())
             .count()
             .saturating_sub(self.max_idle);
         // The front of the list was used least recently.
-        conns.retain(|c| {
+        list.retain(|c| {
             let drop = surplus > 0 && c.idle_since.is_some();
             surplus -= usize::from(drop);
             !drop
@@ -216,13 +390,13 @@ impl Pool {
     /// Connections in the pool, idle or busy (tests).
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.conns.lock().len()
+        self.conns.lock().list.len()
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<Body>, PoolError> {
+    async fn connect(&self) -> Result<Taken, PoolError> {
         let c = &self.connector;
         // The whole of it: name, TCP and TLS.
-        let io = tokio::time::timeout(c.connect_timeout, open(c))
+        let (io, probe) = tokio::time::timeout(c.connect_timeout, open(c))
             .await
             .map_err(|_| {
                 PoolError::Connect(std::io::Error::new(
@@ -243,8 +417,33 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
-        Ok(sender)
+        Ok(Taken {
+            sender,
+            probe,
+            returned: None,
+        })
     }
+}
+
+/// Whether a request's connection failed as an app's close does, before
+/// any answer: its end (the message cut short), or a reset or broken pipe
+/// (the app closed with the request unread). A malformed answer, or
+/// pollgate's own error, is not: that is the answer.
+fn closed_under(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+        )
+    })
 }
 
 /// A copy of `req` to send again if its connection fails under it: only a
@@ -267,26 +466,27 @@ fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
 }
 
 /// A connection to an upstream: plain TCP, or TLS over it.
-type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+type Stream = Either<Socket, Box<tokio_rustls::client::TlsStream<Socket>>>;
 
 /// Opens a TCP (and for https, TLS) connection to the upstream.
-async fn open(c: &Connector) -> std::io::Result<TokioIo<Stream>> {
+async fn open(c: &Connector) -> std::io::Result<(TokioIo<Stream>, Probe)> {
     use tower_service::Service;
     let mut tcp = c.tcp.clone();
     let tcp = tcp
         .call(c.dst.clone())
         .await
         .map_err(std::io::Error::other)?;
+    let (socket, probe) = Socket::new(tcp.into_inner());
     let Some(tls) = &c.tls else {
-        return Ok(TokioIo::new(Either::Left(tcp.into_inner())));
+        return Ok((TokioIo::new(Either::Left(socket)), probe));
     };
     // An IPv6 literal comes bracketed in an authority.
     let host = c.authority.host();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let name = rustls_pki_types::ServerName::try_from(bare.to_owned())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let stream = tls.connect(name, tcp.into_inner()).await?;
-    Ok(TokioIo::new(Either::Right(Box::new(stream))))
+    let stream = tls.connect(name, socket).await?;
+    Ok((TokioIo::new(Either::Right(Box::new(stream))), probe))
 }
 
 /// The TLS side of a connector, from the upstream's verification config.
@@ -314,6 +514,13 @@ mod tests {
         Silent,
         /// Announces 10 bytes, sends 2, and waits.
         Stalled,
+        /// Answers the first N requests on each connection; reads the next
+        /// and closes without a word (an app's keep-alive timeout that
+        /// fires as a request arrives).
+        AnswersPerConnection(usize),
+        /// Answers the very first request it gets; reads every later one
+        /// (on any connection) and closes without a word.
+        FirstOnly,
     }
 
     /// A raw HTTP/1.1 upstream on a thread (and runtime) of its own, so it
@@ -343,7 +550,13 @@ mod tests {
                 .unwrap();
             rt.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).unwrap();
-                let open: Arc<Mutex<Vec<tokio::sync::oneshot::Sender<()>>>> = Arc::default();
+                // Per open connection: a stop, and word back once its
+                // socket is closed.
+                type Stop = (
+                    tokio::sync::oneshot::Sender<()>,
+                    tokio::sync::oneshot::Receiver<()>,
+                );
+                let open: Arc<Mutex<Vec<Stop>>> = Arc::default();
                 let closer = open.clone();
                 // Close requests come from a blocked test thread: a thread
                 // of its own turns them into oneshots.
@@ -355,27 +568,38 @@ mod tests {
                 });
                 tokio::spawn(async move {
                     while let Some(ack) = rx.recv().await {
-                        for stop in closer.lock().drain(..) {
-                            let _ = stop.send(());
+                        let stops: Vec<Stop> = closer.lock().drain(..).collect();
+                        for (stop, closed) in stops {
+                            if stop.send(()).is_ok() {
+                                let _ = closed.await;
+                            }
                         }
-                        // Give the connection tasks a turn to shut down.
-                        tokio::task::yield_now().await;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
                         let _ = ack.send(());
                     }
                 });
+                let answered = Arc::new(AtomicUsize::new(0));
                 while let Ok((mut sock, _)) = listener.accept().await {
+                    let answered = answered.clone();
                     acc.fetch_add(1, Ordering::SeqCst);
                     let (stop_tx, mut stop) = tokio::sync::oneshot::channel();
-                    open.lock().push(stop_tx);
+                    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+                    open.lock().push((stop_tx, closed_rx));
                     let (req, ended) = (req.clone(), ended_tx.clone());
                     tokio::spawn(async move {
                         let mut buf = vec![0u8; 4096];
                         let mut seen = Vec::new();
+                        let mut on_this = 0;
                         loop {
                             let n = tokio::select! {
                                 n = sock.read(&mut buf) => n.unwrap_or(0),
-                                _ = &mut stop => 0,
+                                _ = &mut stop => {
+                                    // Closed (the FIN is in the client's
+                                    // kernel on return), then said so.
+                                    drop(sock);
+                                    let _ = closed_tx.send(());
+                                    let _ = ended.send(());
+                                    return;
+                                }
                             };
                             if n == 0 {
                                 break;
@@ -384,18 +608,20 @@ mod tests {
                             while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                                 seen.drain(..end + 4);
                                 req.fetch_add(1, Ordering::SeqCst);
+                                on_this += 1;
+                                let silent = match mode {
+                                    Mode::Silent => true,
+                                    Mode::AnswersPerConnection(n) => on_this > n,
+                                    Mode::FirstOnly => answered.fetch_add(1, Ordering::SeqCst) > 0,
+                                    Mode::KeepAlive | Mode::Stalled => false,
+                                };
                                 let answer: &[u8] = match mode {
-                                    Mode::KeepAlive => {
-                                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                                    }
-                                    Mode::Silent => b"",
                                     Mode::Stalled => {
                                         b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok"
                                     }
+                                    _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
                                 };
-                                if matches!(mode, Mode::Silent)
-                                    || sock.write_all(answer).await.is_err()
-                                {
+                                if silent || sock.write_all(answer).await.is_err() {
                                     let _ = ended.send(());
                                     return;
                                 }
@@ -456,12 +682,46 @@ mod tests {
         String::from_utf8_lossy(&body).into_owned()
     }
 
+    /// Sends `req` through `pool`, returning the outcome and the retries.
+    async fn through(pool: &Pool, req: Request<Body>) -> (Result<String, String>, Vec<Retry>) {
+        let mut retries = Vec::new();
+        let answered = pool.request(req, |r| retries.push(r)).await;
+        let outcome = match answered {
+            Ok(resp) => Ok(body_of(resp).await),
+            Err(e) => Err(e.to_string()),
+        };
+        (outcome, retries)
+    }
+
+    fn ok() -> Result<String, String> {
+        Ok("ok".into())
+    }
+
+    /// Waits until a pooled connection can take a request (hyper says so
+    /// once its connection task has seen the last answer's end).
+    async fn reusable(pool: &Pool) {
+        std::future::poll_fn(|cx| {
+            let mut conns = pool.conns.lock();
+            let ready = conns
+                .list
+                .iter_mut()
+                .any(|c| c.sender.poll_ready(cx).is_ready());
+            if ready {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
     #[tokio::test]
     async fn a_connection_is_used_again_once_its_answer_is_read() {
         let up = upstream(Mode::KeepAlive);
         let pool = up.pool(4);
         for _ in 0..10 {
-            assert_eq!(body_of(pool.request(get()).await.unwrap()).await, "ok");
+            assert_eq!(through(&pool, get()).await, (ok(), vec![]));
+            reusable(&pool).await;
         }
         assert_eq!((up.accepted(), pool.len()), (1, 1));
     }
@@ -471,45 +731,124 @@ mod tests {
     async fn with_a_stale_connection() -> (Upstream, Pool) {
         let up = upstream(Mode::KeepAlive);
         let pool = up.pool(4);
-        assert_eq!(body_of(pool.request(get()).await.unwrap()).await, "ok");
+        assert_eq!(through(&pool, get()).await, (ok(), vec![]));
+        reusable(&pool).await;
         up.close_all_blocking();
-        assert!(pool.conns.lock()[0].sender.is_ready());
+        assert!(pool.conns.lock().list[0].sender.is_ready());
         (up, pool)
     }
 
     #[tokio::test]
-    async fn a_get_on_a_connection_closed_under_it_goes_again() {
+    async fn a_pooled_connection_the_app_closed_is_seen_before_use_and_not_used() {
         let (up, pool) = with_a_stale_connection().await;
-        // hyper writes the GET on it, finds it closed, and the GET goes out
-        // again on a new one.
-        assert_eq!(body_of(pool.request(get()).await.unwrap()).await, "ok");
+        // The app's FIN is in the kernel: the GET goes out on a new
+        // connection, and reaches the app once.
+        assert_eq!(through(&pool, get()).await, (ok(), vec![Retry::Stale]));
         assert_eq!(up.accepted(), 2);
-        assert_eq!(
-            up.requests.load(Ordering::SeqCst),
-            2,
-            "each request reached the app once"
-        );
+        assert_eq!(up.requests.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
-    async fn a_post_on_a_connection_closed_under_it_is_not_sent_again() {
-        let (up, pool) = with_a_stale_connection().await;
-        assert!(matches!(
-            pool.request(post()).await,
-            Err(PoolError::Failed(_))
-        ));
+    async fn a_post_reuses_a_connection_at_once_only_when_the_app_keeps_them() {
+        let up = upstream(Mode::KeepAlive);
+        let pool = up.pool(4);
+        assert_eq!(through(&pool, get()).await, (ok(), vec![]));
+        reusable(&pool).await;
+        // Nothing says yet that the app keeps connections: a POST does not
+        // go on one that may be closing (it could not be sent again).
+        assert_eq!(through(&pool, post()).await, (ok(), vec![]));
+        assert_eq!(up.accepted(), 2);
+        reusable(&pool).await;
+        // A GET answered on a reused connection says so.
+        assert_eq!(through(&pool, get()).await, (ok(), vec![]));
+        reusable(&pool).await;
+        assert_eq!(through(&pool, post()).await, (ok(), vec![]));
+        assert_eq!(up.accepted(), 2, "the POST was sent on a kept connection");
+    }
+
+    #[tokio::test]
+    async fn a_get_the_app_dropped_goes_once_more_on_a_new_connection() {
+        let up = upstream(Mode::AnswersPerConnection(1));
+        let pool = up.pool(4);
+        assert_eq!(through(&pool, get()).await, (ok(), vec![]));
+        reusable(&pool).await;
+        // The app reads the second GET on the kept connection and closes.
+        assert_eq!(through(&pool, get()).await, (ok(), vec![Retry::Replayed]));
+        assert_eq!((up.accepted(), up.requests.load(Ordering::SeqCst)), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn a_post_the_app_dropped_is_never_sent_again() {
+        let up = upstream(Mode::AnswersPerConnection(2));
+        let pool = up.pool(4);
+        for _ in 0..2 {
+            assert_eq!(through(&pool, get()).await, (ok(), vec![]));
+            reusable(&pool).await;
+        }
+        // Kept connections: the POST goes on one, and the app drops it.
+        let (outcome, retries) = through(&pool, post()).await;
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert_eq!(retries, vec![]);
         assert_eq!(up.accepted(), 1, "no second connection for it");
+        // A close so soon after an answer: the next POST is wary again.
+        assert_eq!(through(&pool, post()).await, (ok(), vec![]));
+        assert_eq!(up.accepted(), 2);
     }
 
     #[tokio::test]
-    async fn a_request_the_app_took_is_never_sent_again() {
+    async fn a_replay_is_made_once_and_its_failure_is_the_answer() {
+        let up = upstream(Mode::FirstOnly);
+        let pool = up.pool(4);
+        assert_eq!(through(&pool, get()).await, (ok(), vec![]));
+        reusable(&pool).await;
+        let (outcome, retries) = through(&pool, get()).await;
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert_eq!(retries, vec![Retry::Replayed], "one replay, no more");
+        assert_eq!((up.accepted(), up.requests.load(Ordering::SeqCst)), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn a_request_the_app_took_on_a_new_connection_is_never_sent_again() {
         let up = upstream(Mode::Silent);
         let pool = up.pool(4);
-        assert!(matches!(
-            pool.request(post()).await,
-            Err(PoolError::Failed(_))
-        ));
-        assert_eq!((up.accepted(), up.requests.load(Ordering::SeqCst)), (1, 1));
+        for req in [get, post] {
+            let (outcome, retries) = through(&pool, req()).await;
+            assert!(outcome.is_err(), "{outcome:?}");
+            assert_eq!(retries, vec![]);
+        }
+        assert_eq!((up.accepted(), up.requests.load(Ordering::SeqCst)), (2, 2));
+    }
+
+    #[test]
+    fn what_the_pool_learns_from_the_apps_closes() {
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        let mut c = Conns::default();
+        // Nothing known: a GET reuses; a POST waits for proof of keep-alive.
+        assert!(!c.wary(true, t0) && c.wary(false, t0));
+        c.kept = Some(t0);
+        assert!(!c.wary(false, t0));
+        // Closed 1 s after its answer: an idle close, its timeout learned.
+        c.app_closed(t0, later(1_000));
+        assert!(!c.wary(false, later(1_000)));
+        let at = later(1_000);
+        assert_eq!(c.idle_limit(false, at), Some(Duration::from_millis(750)));
+        assert_eq!(c.idle_limit(true, at), None, "a GET can be replayed");
+        c.app_closed(later(1_000), later(1_600));
+        let at = later(1_600);
+        let limit = c.idle_limit(false, at);
+        assert_eq!(limit, Some(Duration::from_millis(450)), "the shortest");
+        assert_eq!(
+            c.idle_limit(false, at + UPSTREAM_POOL_IDLE),
+            None,
+            "forgotten"
+        );
+        // Closed right after an answer: wary of every reuse, for a while.
+        c.app_closed(later(2_000), later(2_010));
+        assert!(c.wary(true, later(2_010)) && c.wary(false, later(2_010)));
+        let forgotten = later(2_010) + UPSTREAM_CLOSE_MEMORY;
+        c.kept = Some(forgotten);
+        assert!(!c.wary(true, forgotten) && !c.wary(false, forgotten));
     }
 
     #[tokio::test]
@@ -517,8 +856,8 @@ mod tests {
         let up = upstream(Mode::Stalled);
         let pool = up.pool(4);
         // Its body is not done: the connection stays busy.
-        let _first = pool.request(get()).await.unwrap();
-        let _second = pool.request(get()).await.unwrap();
+        let _first = pool.request(get(), |_| {}).await.unwrap();
+        let _second = pool.request(get(), |_| {}).await.unwrap();
         assert_eq!((up.accepted(), pool.len()), (2, 2));
     }
 
@@ -527,7 +866,8 @@ mod tests {
         let mut up = upstream(Mode::KeepAlive);
         let pool = up.pool(2);
         // Four at once: four connections.
-        let answers = futures_util::future::join_all((0..4).map(|_| pool.request(get()))).await;
+        let answers =
+            futures_util::future::join_all((0..4).map(|_| pool.request(get(), |_| {}))).await;
         for a in answers {
             assert_eq!(body_of(a.unwrap()).await, "ok");
         }
@@ -575,7 +915,7 @@ mod tests {
             http::header::CONNECTION,
             http::HeaderValue::from_static("upgrade"),
         );
-        let resp = pool.request(req).await.unwrap();
+        let resp = pool.request(req, |_| {}).await.unwrap();
         assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(pool.len(), 0);
         let head = head_rx.await.unwrap().to_ascii_lowercase();
@@ -598,7 +938,7 @@ mod tests {
             Duration::from_secs(60),
         );
         assert!(matches!(
-            pool.request(get()).await,
+            pool.request(get(), |_| {}).await,
             Err(PoolError::Connect(_))
         ));
     }

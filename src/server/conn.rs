@@ -19,6 +19,9 @@ use crate::metrics::ClientError;
 
 pub(super) struct ConnState {
     queue: Arc<SendQueue>,
+    /// HTTP/2: each open stream's own queue (see `answer::queue`), so that
+    /// the streams that take nothing can be given up on one by one.
+    streams: Mutex<Vec<std::sync::Weak<SendQueue>>>,
     /// A request has arrived on this connection.
     started: AtomicBool,
     started_tx: Notify,
@@ -35,6 +38,7 @@ impl ConnState {
     pub(super) fn new(queue_limit: usize) -> ConnState {
         ConnState {
             queue: Arc::new(SendQueue::new(queue_limit)),
+            streams: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
             started_tx: Notify::new(),
             active: AtomicUsize::new(0),
@@ -46,6 +50,36 @@ impl ConnState {
 
     pub(super) fn queue(&self) -> &Arc<SendQueue> {
         &self.queue
+    }
+
+    /// A queue for a new HTTP/2 stream of this connection.
+    pub(super) fn stream_queue(&self, limit: usize) -> Arc<SendQueue> {
+        let q = Arc::new(SendQueue::for_stream(&self.queue, limit));
+        let mut streams = self.streams.lock();
+        streams.retain(|s| s.strong_count() > 0);
+        streams.push(Arc::downgrade(&q));
+        q
+    }
+
+    /// HTTP/2, nothing taken on the whole connection for the write
+    /// deadline: gives up on each stream with bytes waiting (an event or
+    /// GRIP stream then ends as a slow client's), and says how many. The
+    /// connection stays open for its other streams; `None` when it has
+    /// none (HTTP/1: the connection itself is stalled).
+    fn abandon_waiting_streams(&self) -> Option<usize> {
+        let streams = self.streams.lock();
+        if streams.is_empty() {
+            return None;
+        }
+        let mut given_up = 0;
+        for q in streams.iter().filter_map(std::sync::Weak::upgrade) {
+            if q.queued() > 0 && !q.is_abandoned() {
+                q.mark_stalled();
+                q.abandon();
+                given_up += 1;
+            }
+        }
+        Some(given_up)
     }
 
     /// A request arrived; it is in flight until the returned guard drops
@@ -147,21 +181,30 @@ impl Drop for Request {
 pub(super) async fn watchdog(
     state: Arc<ConnState>,
     settings: ConnSettings,
+    metrics: crate::metrics::Metrics,
     mut cut: tokio::sync::oneshot::Sender<Option<ClientError>>,
 ) {
-    let fault = tokio::select! {
-        _ = cut.closed() => return,
-        _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
-        _ = state.queue().stalled(settings.write_timeout) => {
-            state.queue().mark_stalled();
-            Some(ClientError::write_timeout)
-        }
-        _ = state.rapid_reset() => Some(ClientError::rapid_reset),
-        // Idle: HTTP/2 with no stream open for the write deadline (long
-        // enough for the tail of the last answer, still in HTTP/2's
-        // buffers, to drain); hyper's head timeout ends an idle HTTP/1
-        // connection first. Not a fault.
-        _ = state.idle_for(settings.write_timeout) => None,
+    let fault = loop {
+        break tokio::select! {
+            _ = cut.closed() => return,
+            _ = state.no_request_within(settings.header_timeout) => Some(ClientError::no_request),
+            _ = state.queue().stalled(settings.write_timeout) => {
+                if let Some(streams) = state.abandon_waiting_streams() {
+                    for _ in 0..streams {
+                        metrics.client_error(ClientError::stream_write_timeout);
+                    }
+                    continue;
+                }
+                state.queue().mark_stalled();
+                Some(ClientError::write_timeout)
+            }
+            _ = state.rapid_reset() => Some(ClientError::rapid_reset),
+            // Idle: HTTP/2 with no stream open for the write deadline (long
+            // enough for the tail of the last answer, still in HTTP/2's
+            // buffers, to drain); hyper's head timeout ends an idle HTTP/1
+            // connection first. Not a fault.
+            _ = state.idle_for(settings.write_timeout) => None,
+        };
     };
     let _ = cut.send(fault);
 }

@@ -12,22 +12,71 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use crate::answer::SendQueue;
+
+/// `impl AsyncWrite` for a wrapper that only watches what it reads: every
+/// write goes to its field `$io` as it is.
+macro_rules! forward_writes {
+    ($wrapper:ty, $io:ident $(, $bound:ident)?) => {
+        impl$(<$bound: tokio::io::AsyncWrite + Unpin>)? tokio::io::AsyncWrite for $wrapper {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                data: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.$io).poll_write(cx, data)
+            }
+
+            fn poll_write_vectored(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.$io).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.$io.is_write_vectored()
+            }
+
+            fn poll_flush(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.$io).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.$io).poll_shutdown(cx)
+            }
+        }
+    };
+}
+pub(super) use forward_writes;
+
 /// The error a stalled write fails with.
 const STALLED: &str = "no answer bytes were taken within server.write_timeout";
 
 pub(super) struct WriteDeadline<T> {
     io: T,
     timeout: Duration,
+    /// The connection's send queue, marked when the deadline passes: what
+    /// was waiting on the connection then ends as a slow client's.
+    queue: std::sync::Arc<SendQueue>,
     /// Armed when a write is first refused; cleared by any progress.
     /// Boxed and made on demand: most connections never wait to write.
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> WriteDeadline<T> {
-    pub(super) fn new(io: T, timeout: Duration) -> Self {
+    pub(super) fn new(io: T, timeout: Duration, queue: std::sync::Arc<SendQueue>) -> Self {
         WriteDeadline {
             io,
             timeout,
+            queue,
             sleep: None,
         }
     }
@@ -40,7 +89,10 @@ impl<T> WriteDeadline<T> {
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, STALLED)),
+            Poll::Ready(()) => {
+                self.queue.mark_stalled();
+                Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, STALLED))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -131,7 +183,11 @@ mod tests {
     async fn a_write_nobody_takes_fails_after_the_timeout() {
         // A pipe with room for 16 bytes whose other end never reads.
         let (ours, _theirs) = tokio::io::duplex(16);
-        let mut io = WriteDeadline::new(ours, Duration::from_secs(30));
+        let mut io = WriteDeadline::new(
+            ours,
+            Duration::from_secs(30),
+            std::sync::Arc::new(SendQueue::new(1024)),
+        );
         let started = tokio::time::Instant::now();
         let err = io.write_all(&[0; 64]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -143,7 +199,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_reader_that_keeps_taking_is_never_cut() {
         let (ours, mut theirs) = tokio::io::duplex(16);
-        let mut io = WriteDeadline::new(ours, Duration::from_secs(30));
+        let mut io = WriteDeadline::new(
+            ours,
+            Duration::from_secs(30),
+            std::sync::Arc::new(SendQueue::new(1024)),
+        );
         let reader = tokio::spawn(async move {
             let mut buf = [0; 16];
             let mut got = 0;

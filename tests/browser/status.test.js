@@ -43,7 +43,7 @@ function rows(page) {
     trs.map((tr) => Array.from(tr.cells, (td) => td.textContent)));
 }
 
-test("the status page charts what pollgate sampled and its table sorts and filters", async () => {
+test("the status page charts what pollgate sampled and its table sorts and filters", { timeout: 120000 }, async () => {
   const browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

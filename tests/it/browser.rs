@@ -71,7 +71,7 @@ async fn two_browser_pages_chat_through_pollgate_across_a_restart() {
 /// event streams. (Measured: nginx with `proxy_buffering on` alone still
 /// passes each event on as it arrives; its gzip filter is what holds a
 /// stream back, a common misconfiguration.)
-fn buffering_nginx(dir: &std::path::Path, port: u16, pg_port: u16) -> tokio::process::Child {
+fn buffering_nginx(dir: &std::path::Path, port: u16, pg_port: u16) -> Nginx {
     let recipe = std::fs::read_to_string("deploy/nginx/nginx.conf").unwrap();
     let mut conf = String::new();
     for line in recipe.lines() {
@@ -97,7 +97,7 @@ fn buffering_nginx(dir: &std::path::Path, port: u16, pg_port: u16) -> tokio::pro
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
-    tokio::process::Command::new("nginx")
+    let child = tokio::process::Command::new("nginx")
         .arg("-p")
         .arg(dir)
         .arg("-c")
@@ -105,7 +105,28 @@ fn buffering_nginx(dir: &std::path::Path, port: u16, pg_port: u16) -> tokio::pro
         .args(["-g", "daemon off; user root;"])
         .kill_on_drop(true)
         .spawn()
-        .expect("nginx")
+        .expect("nginx");
+    Nginx(child)
+}
+
+/// An nginx master process, stopped on drop with SIGTERM, which it passes
+/// to its worker (a SIGKILL would leave the worker behind, holding the
+/// test runner's output open).
+struct Nginx(tokio::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let Some(pid) = self.0.id() else { return };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        for _ in 0..100 {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

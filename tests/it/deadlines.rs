@@ -17,8 +17,12 @@ use crate::support::*;
 /// Short deadlines, so the tests wait a second, not thirty.
 const QUICK: &str = "server: { header_timeout: 1s, write_timeout: 1s, body_timeout: 1s }\n";
 
+/// The deadline `QUICK` sets.
+const DEADLINE: Duration = Duration::from_secs(1);
+
 /// Reads until the server closes the connection (EOF or reset); returns the
-/// bytes read. Bounded: a connection still open after 30 s fails the test.
+/// bytes read. A connection still open ten deadlines after the call fails
+/// the test: a loaded machine is late, never that late.
 async fn until_closed(stream: &mut TcpStream) -> usize {
     let mut total = 0;
     let mut buf = vec![0; 64 * 1024];
@@ -30,7 +34,7 @@ async fn until_closed(stream: &mut TcpStream) -> usize {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), read_all)
+    tokio::time::timeout(DEADLINE * 10, read_all)
         .await
         .expect("the server closed the connection")
 }
@@ -44,6 +48,67 @@ async fn an_http2_preface_then_half_a_frame_is_closed_within_the_head_timeout() 
         .await
         .unwrap();
     until_closed(&mut stream).await;
+}
+
+/// The GOAWAY frame in what an HTTP/2 server sent, as (last stream, code).
+fn goaway(out: &[u8]) -> Option<(u32, u32)> {
+    let mut at = 0;
+    while out.len() >= at + 9 {
+        let len = (usize::from(out[at]) << 16)
+            | (usize::from(out[at + 1]) << 8)
+            | usize::from(out[at + 2]);
+        let payload = out.get(at + 9..at + 9 + len)?;
+        if out[at + 3] == 0x7 {
+            let word = |i: usize| {
+                u32::from_be_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]])
+            };
+            return Some((word(0) & 0x7fff_ffff, word(4)));
+        }
+        at += 9 + len;
+    }
+    None
+}
+
+/// A frame that is an error by its header alone (a first frame that is not
+/// SETTINGS; a RST_STREAM whose length is not 4) is answered with
+/// GOAWAY(PROTOCOL_ERROR) at once, its payload never sent: the head
+/// timeout (30 s here) is not what ends it.
+#[tokio::test]
+async fn an_http2_frame_wrong_by_its_header_gets_goaway_at_once() {
+    let pg = Pollgate::start(&yaml(None, "server: { header_timeout: 30s }\n")).await;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    for frames in [
+        // A PING first, 8 bytes announced, none sent.
+        [PREFACE, b"\x00\x00\x08\x06\x00\x00\x00\x00\x00"].concat(),
+        // After SETTINGS, a RST_STREAM of 5 bytes, none sent.
+        [PREFACE, SETTINGS, b"\x00\x00\x05\x03\x00\x00\x00\x00\x01"].concat(),
+    ] {
+        let mut stream = TcpStream::connect(pg.public).await.unwrap();
+        stream.write_all(&frames).await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0; 1024];
+        let read = async {
+            while goaway(&out).is_none() {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        // Well before the head timeout.
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("answered before the head timeout");
+        assert_eq!(
+            goaway(&out),
+            Some((0, 0x1)),
+            "GOAWAY(PROTOCOL_ERROR): {out:?}"
+        );
+        assert_eq!(until_closed(&mut stream).await, 0, "then closed");
+    }
+    pg.metric_reaches("pollgate_client_errors_total{kind=\"bad_frame\"}", 2.0)
+        .await;
 }
 
 #[tokio::test]

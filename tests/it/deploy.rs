@@ -44,11 +44,42 @@ fn the_kubernetes_sidecar_config_is_a_valid_pollgate_config() {
     pollgate::config::Config::from_yaml(embedded, "sidecar.yaml").unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `systemd-analyze verify` on `unit` (its text), with the pollgate of
+/// this build in place of the installed one; what it warned about.
+fn systemd_verify(unit: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pollgate.service");
+    let unit = unit.replace("/usr/local/bin/pollgate", env!("CARGO_BIN_EXE_pollgate"));
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ) + if out.status.success() { "" } else { "(failed)" }
+}
+
 #[test]
-fn the_systemd_unit_reloads_with_sighup() {
+fn the_systemd_unit_is_one_systemd_accepts_and_reloads_with_sighup() {
     let unit = std::fs::read_to_string("deploy/systemd/pollgate.service").unwrap();
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
     assert!(unit.contains("ExecStart=/usr/local/bin/pollgate --config"));
+    if !tools::program(
+        "systemd-analyze",
+        "--version",
+        "POLLGATE_REQUIRE_SYSTEMD",
+        "the systemd unit against systemd",
+    ) {
+        return;
+    }
+    // systemd warns (and goes on) about what it does not understand.
+    assert_eq!(systemd_verify(&unit), "", "systemd-analyze verify");
+    let broken = unit.replace("Restart=on-failure", "Restart=sometimes");
+    assert!(!systemd_verify(&broken).is_empty(), "the check can fail");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@ async fn the_javascript_client_passes_its_tests() {
         ("POLLGATE_WEBHOOK", format!("http://{}", pg.webhook)),
         ("POLLGATE_EVENTSOURCE", eventsource.display().to_string()),
     ];
-    node_test("examples/client", "pollgate-client.test.js", &env, 8).await;
+    node_test("examples/client", "pollgate-client.test.js", &env, 9).await;
 }
 
 /// `npm` in `dir`; panics with its output when it fails.

@@ -9,6 +9,7 @@
 mod support;
 
 mod answers;
+mod app_servers;
 mod browser;
 mod caps;
 mod check_cli;

@@ -76,6 +76,40 @@ async fn broker_contract(extra: &str) {
     .json();
     assert_eq!(b["gap"], true);
     assert_eq!(b["data"]["n"], 2);
+
+    // A start point from the future (a clock stepped back, a restored
+    // history): a gap at once (the hold would otherwise pass over every
+    // message stamped before it), with the oldest held...
+    let ahead = "99999999999";
+    let b = get(&pg.url(&format!("/api/poll/c2?since={ahead}&timeout=30")))
+        .await
+        .json();
+    assert_eq!(
+        (&b["gap"], &b["data"]["n"]),
+        (&json!(true), &json!(2)),
+        "{b}"
+    );
+    // ...or, with none held, a timeout whose cursor is not in the future,
+    // from which a later message is delivered.
+    let b = get(&pg.url(&format!("/api/poll/c3?since={ahead}&timeout=30")))
+        .await
+        .json();
+    assert_eq!(
+        (&b["status"], &b["gap"]),
+        (&json!("timeout"), &json!(true)),
+        "{b}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(b["timestamp"].as_f64().unwrap() <= now + 1.0, "{b}");
+    let later = pg.publish("c3", json!({"n": "after"})).await;
+    let b = get(&pg.url(&format!("/api/poll/c3?since={}&timeout=5", b["timestamp"])))
+        .await
+        .json();
+    assert_eq!(b["data"]["id"], later["message_id"], "{b}");
+    assert!(b.get("gap").is_none());
 }
 
 #[tokio::test]

@@ -1,12 +1,12 @@
 -- KEYS: stream, meta. ARGV: after (exclusive, µs), count, ttl_s, max_size, max_age_us.
--- Returns {head, epoch, lost, existed, id1, uuid1, members1, ...}.
+-- Returns {head, epoch, lost, existed, now, id1, uuid1, members1, ...}.
 local existed = redis.call('EXISTS', KEYS[2])
 local now = now_us()
 ensure(KEYS[2], now)
 trim(KEYS[1], KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 local m = redis.call('HMGET', KEYS[2], 'head', 'epoch', 'lost')
-local out = {m[1], m[2], m[3], tostring(existed)}
+local out = {m[1], m[2], m[3], tostring(existed), string.format('%.0f', now)}
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 for _, e in ipairs(entries) do
   local f = e[2]

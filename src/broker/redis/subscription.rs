@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::super::buffer::{Cursor, Mark, Read};
+use super::super::buffer::{from_the_future, Cursor, Mark, Read};
 use super::super::message::{ChannelName, Message, Prepared, Timestamp};
 use super::super::waiter;
 use super::super::{BrokerError, BufferConfig};
@@ -31,6 +31,8 @@ pub(super) struct Cache {
     pub(super) lost: Timestamp,
     /// The meta hash was missing when read: the history is gone.
     pub(super) fresh: bool,
+    /// Redis's clock when it was read.
+    pub(super) clock: Timestamp,
     pub(super) valid: bool,
     /// When it was read from Redis, and under which subscription.
     pub(super) fetched: Option<tokio::time::Instant>,
@@ -102,11 +104,25 @@ impl Subscription {
         now: Timestamp,
     ) -> Result<Read, BrokerError> {
         match cursor {
-            Cursor::Oldest => self.read_after(Timestamp(0), max, false, buffer, now).await,
-            Cursor::After(t) => self.read_after(t, max, true, buffer, now).await,
+            Cursor::Oldest => Ok(self
+                .read_after(Timestamp(0), max, false, buffer, now)
+                .await?
+                .0),
+            Cursor::After(t) => {
+                let (read, future) = self.read_after(t, max, true, buffer, now).await?;
+                if !future {
+                    return Ok(read);
+                }
+                // Not a cursor this history handed out: a gap, from the oldest.
+                let (mut all, _) = self
+                    .read_after(Timestamp(0), max, false, buffer, now)
+                    .await?;
+                all.gap = true;
+                Ok(all)
+            }
             // Not indexed from the end here: the whole history, its tail kept.
             Cursor::Newest => {
-                let mut all = self
+                let (mut all, _) = self
                     .read_after(Timestamp(0), usize::MAX, false, buffer, now)
                     .await?;
                 let skip = all.messages.len().saturating_sub(max);
@@ -115,7 +131,7 @@ impl Subscription {
             }
             // Ids are not indexed in Redis: look for it in the history.
             Cursor::AfterId(id) => {
-                let all = self
+                let (all, _) = self
                     .read_after(Timestamp(0), usize::MAX, false, buffer, now)
                     .await?;
                 match all.messages.iter().position(|m| m.id == id) {
@@ -134,6 +150,9 @@ impl Subscription {
         }
     }
 
+    /// Messages after `after`, and whether `after` is from the future of
+    /// this history (see `buffer::from_the_future`; only looked at with
+    /// `check_gap`).
     async fn read_after(
         &self,
         after: Timestamp,
@@ -141,7 +160,7 @@ impl Subscription {
         check_gap: bool,
         buffer: BufferConfig,
         now: Timestamp,
-    ) -> Result<Read, BrokerError> {
+    ) -> Result<(Read, bool), BrokerError> {
         let mut cache = self.slot.cache.lock().await;
         // Read after the lock: a publish noted while this poll queued counts.
         let known = self.slot.wake.latest();
@@ -188,12 +207,20 @@ impl Subscription {
             .take(max)
             .cloned()
             .collect();
+        // Redis's clock now, as far as this instance can tell.
+        let clock = cache
+            .fetched
+            .map_or(cache.clock, |at| cache.clock.saturating_add(at.elapsed()));
+        let future = check_gap && from_the_future(after, cache.upto.max(clock));
         // Every message up to `upto` is in the cache: what was in view.
-        Ok(Read {
-            messages,
-            gap,
-            seen: cache.upto,
-        })
+        Ok((
+            Read {
+                messages,
+                gap,
+                seen: cache.upto,
+            },
+            future,
+        ))
     }
 
     async fn fetch(
@@ -231,7 +258,7 @@ impl Subscription {
         };
         let head = Timestamp(num(fields.first()));
         let mut messages = VecDeque::new();
-        for entry in fields.get(4..).unwrap_or_default().chunks_exact(3) {
+        for entry in fields.get(5..).unwrap_or_default().chunks_exact(3) {
             let ts = Timestamp(num(entry.first()));
             let Some(id) = entry
                 .get(1)
@@ -256,6 +283,7 @@ impl Subscription {
             epoch: Timestamp(num(fields.get(1))),
             lost: Timestamp(num(fields.get(2))),
             fresh: num(fields.get(3)) == 0,
+            clock: Timestamp(num(fields.get(4))),
             valid: true,
             fetched: Some(asked),
             generation,

@@ -14,21 +14,17 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{parse, Parsed};
-use crate::server::{builder, ConnSettings};
 
 const SECOND: &[u8] = b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n";
 
@@ -64,36 +60,8 @@ async fn hyper_on(bytes: &[u8]) -> (Vec<Seen>, Vec<u16>) {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
         }
     });
-    let settings = ConnSettings {
-        name: "differential",
-        header_timeout: Duration::from_secs(5),
-        body_timeout: Duration::from_secs(5),
-        write_timeout: Duration::from_secs(5),
-        max_connections: 1,
-    };
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let serving = tokio::spawn(async move {
-        let mut builder = builder(settings);
-        // The client below closes its side once it has written: half-close
-        // lets hyper serve what it has read, as it would on an open
-        // connection, instead of dropping a pipelined request at EOF.
-        builder.http1().half_close(true);
-        let _ = builder
-            .serve_connection_with_upgrades(TokioIo::new(server), service)
-            .await;
-    });
-    let (mut from, mut to) = tokio::io::split(client);
-    to.write_all(bytes).await.unwrap();
-    to.shutdown().await.unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), from.read_to_end(&mut out));
-    read.await.expect("hyper answers and closes").unwrap();
-    serving.abort();
-    let statuses = String::from_utf8_lossy(&out)
-        .split("\r\n\r\n")
-        .filter_map(|answer| answer.strip_prefix("HTTP/1."))
-        .filter_map(|rest| rest.get(2..5)?.parse().ok())
-        .collect();
+    let out = crate::server::hyper_h1::serve(bytes, |io| io, service).await;
+    let statuses = crate::server::hyper_h1::statuses(&out);
     let seen = seen.lock().clone();
     (seen, statuses)
 }

@@ -57,6 +57,31 @@ async fn a_start_older_than_the_buffer_gets_one_gap_event_then_what_is_left() {
     assert!(!text.contains("event: gap"), "{text}");
 }
 
+/// A `Last-Event-ID` from the future (the host's clock stepped back, a
+/// Redis failover to a node whose clock is behind): a gap event at once,
+/// whose id is not in the future, and the stream goes on from there.
+#[tokio::test]
+async fn a_start_from_the_future_gets_a_gap_and_goes_on_from_now() {
+    let pg = Pollgate::start(&yaml(None, "")).await;
+    pg.publish("ahead", json!({"n": "before"})).await;
+    let mut s = Raw::open(&pg, "/api/poll/ahead", &[("last-event-id", "99999999999")]).await;
+    let text = s.until("event: gap\n").await.to_owned();
+    let text = format!("{text}{}", s.until("\n\n").await);
+    let evs = events(&text);
+    assert_eq!(evs[0][2], "event: ready", "{text}");
+    let gap = &evs[1];
+    assert_eq!(gap[1], "event: gap", "{text}");
+    let from: f64 = gap[0].strip_prefix("id: ").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(from <= now + 1.0, "{text}");
+    let later = stamp(&pg.publish("ahead", json!({"n": "after"})).await["timestamp"]);
+    let text = s.until(&format!("id: {later}\n")).await;
+    assert!(!text.contains("before"), "goes on from now: {text}");
+}
+
 #[tokio::test]
 async fn an_idle_stream_gets_heartbeats_and_ends_cleanly_at_its_max_duration() {
     let pg = Pollgate::start(&yaml(
